@@ -3,6 +3,26 @@
 ``data`` never imports ``grounding``: the model's processor (tokens, box codec) is handed in where needed.
 """
 
-from data.sample import GroundingSample, GroundRef, RegionRef, Target, Task, Turn
+from data.sample import (
+    GroundingSample,
+    GroundRef,
+    RegionRef,
+    Target,
+    Task,
+    Turn,
+    VideoExpression,
+    VideoSample,
+    VideoTarget,
+)
 
-__all__ = ["GroundingSample", "GroundRef", "RegionRef", "Target", "Task", "Turn"]
+__all__ = [
+    "GroundingSample",
+    "GroundRef",
+    "RegionRef",
+    "Target",
+    "Task",
+    "Turn",
+    "VideoExpression",
+    "VideoSample",
+    "VideoTarget",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -60,6 +60,9 @@ class Turn:
     prompt: tuple[PromptPart, ...]
     answer: tuple[AnswerPart, ...]
     task: Task = Task.RES
+    expression: str | None = None
+    """The referring expression alone (e.g. "the red circle"), when the prompt has one: exporters write it
+    as the ref's sentence, and predictors use it as the phrase of segments that have no ``<p>`` phrase."""
 
     def __post_init__(self):
         if isinstance(self.prompt, str) or isinstance(self.answer, str):
@@ -140,3 +143,75 @@ class GroundingSample:
                 raise ValueError(
                     f"target {i} mask is {tg.mask.shape} but the image is {img.shape[:2]}{where}"
                 )
+
+
+@dataclass
+class VideoTarget:
+    """One object through a video. ``masks``: T x H x W bool (all False on frames where it is not visible);
+    ``obj_id``: the dataset's / client's object id (not an index)."""
+
+    obj_id: int
+    masks: np.ndarray
+    label: str = ""
+
+    def __post_init__(self):
+        self.masks = np.asarray(self.masks, dtype=bool)
+        if self.masks.ndim != 3:
+            raise ValueError(f"VideoTarget {self.obj_id}: masks must be T x H x W, got {self.masks.shape}")
+
+    @property
+    def visible(self) -> np.ndarray:
+        """(T,) bool: frames where the object has at least one pixel."""
+        return self.masks.reshape(len(self.masks), -1).any(axis=1)
+
+    def boxes(self) -> np.ndarray:
+        """T x 4 xyxy boxes (absolute pixels; NaN where not visible)."""
+        out = np.full((len(self.masks), 4), np.nan, np.float32)
+        for t, m in enumerate(self.masks):
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                out[t] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        return out
+
+
+@dataclass(frozen=True)
+class VideoExpression:
+    """A referring expression about one or several objects of a video (``obj_ids`` into its targets)."""
+
+    text: str
+    obj_ids: tuple[int, ...]
+    exp_id: str = ""
+
+
+@dataclass
+class VideoSample:
+    """A video with per-frame instance masks and referring expressions.
+
+    ``frames``: a sequence of H x W x 3 uint8 RGB arrays (a list, or a lazy sequence that reads on access so a
+    long video need not sit in memory). ``targets``: the objects, by ``obj_id``.
+    """
+
+    frames: "Sequence[np.ndarray]"
+    targets: list[VideoTarget]
+    expressions: list[VideoExpression] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        ids = [t.obj_id for t in self.targets]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate obj_id in video {self.source!r}: {ids}")
+        for e in self.expressions:
+            unknown = set(e.obj_ids) - set(ids)
+            if unknown:
+                raise ValueError(f"expression {e.text!r} refers to unknown objects {sorted(unknown)} in {self.source!r}")
+        for t in self.targets:
+            if len(t.masks) != len(self.frames):
+                raise ValueError(
+                    f"object {t.obj_id} has {len(t.masks)} mask frames but video {self.source!r} has {len(self.frames)}"
+                )
+
+    def target(self, obj_id: int) -> VideoTarget:
+        for t in self.targets:
+            if t.obj_id == obj_id:
+                return t
+        raise KeyError(f"no object {obj_id} in video {self.source!r}")
