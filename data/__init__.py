@@ -14,6 +14,7 @@ from data.sample import (
     VideoSample,
     VideoTarget,
 )
+from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn
 
 __all__ = [
     "GroundingSample",
@@ -25,4 +26,9 @@ __all__ = [
     "VideoExpression",
     "VideoSample",
     "VideoTarget",
+    "caption_turn",
+    "reasoning_turn",
+    "rec_turn",
+    "referring_turn",
+    "region_turn",
 ]
