@@ -2,3 +2,7 @@
 
 ``heads`` never imports ``grounding``.
 """
+
+from heads.region_encoder import RegionEncoder
+from heads.sam import SAM_PRESETS, MaskPrediction, SamConfig, SamMaskHead, build_sam_head, load_sam_checkpoint
+from heads.seg_projector import SegProjector
