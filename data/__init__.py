@@ -3,6 +3,12 @@
 ``data`` never imports ``grounding``: the model's processor (tokens, box codec) is handed in where needed.
 """
 
+from data.errors import DatasetError
+from data.export import ReferExport, write_refer
+from data.grounded_captions import CaptionPhrase, FlickrGCG, GranDfGCG, GroundedCaption
+from data.mixture import DatasetMixture, DatasetSpec, MixtureConfig, SampleSource, Templated
+from data.reasonseg import ReasonSeg, ReasonSegItem
+from data.refcoco import GRefCOCO, GRefItem, RefCOCO, RefItem
 from data.sample import (
     GroundingSample,
     GroundRef,
@@ -15,8 +21,30 @@ from data.sample import (
     VideoTarget,
 )
 from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn
+from data.video_datasets import LazyFrames, MeViS, RefYouTubeVOS
 
 __all__ = [
+    "CaptionPhrase",
+    "DatasetError",
+    "DatasetMixture",
+    "DatasetSpec",
+    "FlickrGCG",
+    "GRefCOCO",
+    "GRefItem",
+    "GranDfGCG",
+    "GroundedCaption",
+    "LazyFrames",
+    "MeViS",
+    "MixtureConfig",
+    "ReasonSeg",
+    "ReasonSegItem",
+    "RefCOCO",
+    "RefItem",
+    "RefYouTubeVOS",
+    "ReferExport",
+    "SampleSource",
+    "Templated",
+    "write_refer",
     "GroundingSample",
     "GroundRef",
     "RegionRef",
