@@ -1,0 +1,101 @@
+"""Backgrounds for the synthetic world: plain colours and real photo textures from ``skimage.data``.
+
+The textures ship inside scikit-image's wheel (no download). They are grey-level photographs; each use crops a
+random window, flips it, reduces its contrast and gives it a faint tint, so that the saturated colours of the
+shapes stay distinct from the background (the colour words must stay true on every background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+# name in captions -> skimage.data loader name (all H x W uint8 grey-level, bundled with the wheel)
+TEXTURES: tuple[tuple[str, str], ...] = (
+    ("grass", "grass"),
+    ("gravel", "gravel"),
+    ("brick", "brick"),
+    ("rock", "moon"),
+)
+# name in captions -> RGB; greys only, so no background can be mistaken for a shape colour
+PLAIN_BACKGROUNDS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("white", (245, 245, 245)),
+    ("light gray", (200, 200, 200)),
+    ("gray", (128, 128, 128)),
+    ("dark gray", (64, 64, 64)),
+    ("black", (12, 12, 12)),
+)
+
+
+@dataclass(frozen=True)
+class Background:
+    """A rendered background: ``image`` H x W x 3 uint8 RGB; ``name`` for captions ("grass", "plain white");
+    ``texture``: whether it is a photo texture."""
+
+    image: np.ndarray
+    name: str
+    texture: bool
+
+
+@lru_cache(maxsize=None)
+def load_texture(loader: str) -> np.ndarray:
+    """The grey-level texture ``skimage.data.<loader>()`` as H x W float32 in [0, 255] (cached; read-only)."""
+    import skimage.data
+
+    img = np.asarray(getattr(skimage.data, loader)())
+    if img.ndim == 3:
+        img = cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2GRAY)
+    out = img.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def texture_background(rng: np.random.Generator, size: tuple[int, int], index: int | None = None) -> Background:
+    """A random crop of one photo texture, resized to ``size`` = (height, width).
+
+    Contrast is scaled to 45-85 % around a mid-grey level and a faint tint (at most ~12 % saturation) is added.
+    """
+    h, w = size
+    k = int(rng.integers(len(TEXTURES))) if index is None else index
+    name, loader = TEXTURES[k]
+    tex = load_texture(loader)
+    th, tw = tex.shape
+    # crop a window with the output's aspect ratio, between 40 % and 100 % of the texture
+    scale = rng.uniform(0.4, 1.0)
+    ch = max(8, int(round(min(th, tw * h / w) * scale)))
+    cw = max(8, int(round(ch * w / h)))
+    ch, cw = min(ch, th), min(cw, tw)
+    y0 = int(rng.integers(th - ch + 1))
+    x0 = int(rng.integers(tw - cw + 1))
+    crop = tex[y0 : y0 + ch, x0 : x0 + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1]
+    crop = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA if cw > w else cv2.INTER_LINEAR)
+    contrast = rng.uniform(0.45, 0.85)
+    level = rng.uniform(90.0, 170.0)
+    grey = (crop - crop.mean()) * contrast + level
+    tint = 1.0 + rng.uniform(-0.12, 0.12, size=3).astype(np.float32)
+    rgb = np.clip(grey[..., None] * tint[None, None, :], 0, 255).astype(np.uint8)
+    return Background(rgb, name, True)
+
+
+def plain_background(rng: np.random.Generator, size: tuple[int, int]) -> Background:
+    """A uniform grey background of ``size`` = (height, width) with slight per-image brightness jitter."""
+    name, rgb = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
+    jitter = int(rng.integers(-8, 9))
+    colour = np.clip(np.asarray(rgb, np.int16) + jitter, 0, 255).astype(np.uint8)
+    img = np.empty((size[0], size[1], 3), np.uint8)
+    img[:] = colour
+    return Background(img, f"plain {name}", False)
+
+
+def random_background(rng: np.random.Generator, size: tuple[int, int], textures: bool = True, texture_prob: float = 0.6) -> Background:
+    """A texture background with probability ``texture_prob`` (if ``textures``), else a plain one."""
+    if textures and rng.random() < texture_prob:
+        return texture_background(rng, size)
+    return plain_background(rng, size)
