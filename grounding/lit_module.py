@@ -1,0 +1,239 @@
+"""``GroundingLitModule``: trains and evaluates a ``GroundingModel`` with PyTorch Lightning.
+
+What trains (by default, LISA-style): LoRA on the language model, the grounding-token rows of the embeddings
+and output layer, the composed model's projector, the seg projector, the region encoder and the SAM mask
+decoder. The SAM image encoder is frozen (no autograd; its features may be cached on disk) and the prompt
+encoder is frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from grounding.evaluation import EvalConfig, Evaluator
+from grounding.feature_cache import FeatureCache
+from grounding.losses import LossWeights, grounding_loss
+from grounding.model import HeadOptions
+from grounding.presets import ModelPreset, TinyPreset
+from grounding.processor import GroundingBatch, ProcessorConfig
+from grounding.vision_llm.base import LoraSettings
+
+
+@dataclass
+class TrainableParts:
+    """Which parts train besides LoRA and the grounding-token rows."""
+
+    mask_decoder: bool = True
+    """SAM's mask decoder (its IoU head trains only with a non-zero iou loss weight)."""
+    prompt_encoder: bool = False
+    """SAM's prompt encoder."""
+    projector: bool = True
+    """The vision-to-language projector (composed model's MLP, or the HF model's multimodal projector)."""
+    seg_projector: bool = True
+    region_encoder: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then linear/cosine decay (or constant), stepped per optimizer step."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 10
+    schedule: str = "linear"
+    """linear | cosine | constant (after warm-up)."""
+    min_lr_ratio: float = 0.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    """Learning-rate multipliers by parameter-name prefix, e.g. {"model.mask_head": 0.5}."""
+
+
+def _set_trainable(module: torch.nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+class GroundingLitModule(L.LightningModule):
+    """Args:
+        preset: the model builder (``grounding.presets``: TinyPreset, DefaultPreset, HFPreset, ComposedPreset).
+        heads: how [SEG], boxes and regions couple to the mask head.
+        processor: answer format and chat templating.
+        lora: LoRA on the language model.
+        trainable: which other parts train.
+        loss: loss weights.
+        optim: optimizer and schedule.
+        evaluation: generation-based validation metrics.
+        feature_cache_dir: cache frozen image-encoder features here (None: no cache).
+        init_weights: a safetensors file of trained parts to load before training (e.g. a shipped checkpoint).
+    """
+
+    def __init__(
+        self,
+        preset: ModelPreset | None = None,
+        heads: HeadOptions | None = None,
+        processor: ProcessorConfig | None = None,
+        lora: LoraSettings | None = None,
+        trainable: TrainableParts | None = None,
+        loss: LossWeights | None = None,
+        optim: OptimConfig | None = None,
+        evaluation: EvalConfig | None = None,
+        feature_cache_dir: str | None = None,
+        init_weights: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.preset = preset or TinyPreset()
+        self.heads = heads or HeadOptions()
+        self.lora = lora or LoraSettings()
+        self.trainable = trainable or TrainableParts()
+        self.loss_weights = loss or LossWeights()
+        self.optim = optim or OptimConfig()
+        self.model, self.processor = self.preset.build(self.heads, processor or ProcessorConfig())
+        self._configure_trainable()
+        if feature_cache_dir:
+            self.model.feature_cache = FeatureCache(feature_cache_dir, namespace=getattr(self.preset, "name", "model"))
+        if init_weights:
+            from grounding.checkpoint import load_trained_weights
+
+            load_trained_weights(self, init_weights)
+        self.evaluator = Evaluator(self.model, self.processor, evaluation or EvalConfig())
+
+    # ------------------------------------------------------------------ parts
+    def _configure_trainable(self) -> None:
+        m = self.model
+        vlm = m.vision_llm
+        new_ids = m.tokens.as_list()
+        extra = getattr(vlm, "image_token_id", None)
+        if extra is not None:
+            new_ids = new_ids + [extra]
+        for p in vlm.hf_model.parameters():
+            p.requires_grad_(False)
+        vlm.apply_lora(self.lora, new_ids)
+        projector = getattr(vlm, "projector", None)
+        if projector is None:
+            projector = getattr(getattr(vlm.hf_model, "model", None), "multi_modal_projector", None)
+        _set_trainable(projector, self.trainable.projector)
+        head = m.mask_head
+        _set_trainable(head.prompt_encoder, self.trainable.prompt_encoder)
+        _set_trainable(head.mask_decoder, self.trainable.mask_decoder)
+        if self.trainable.mask_decoder and self.loss_weights.iou <= 0:
+            _set_trainable(head.mask_decoder.iou_prediction_head, False)
+        _set_trainable(m.seg_projector, self.trainable.seg_projector)
+        _set_trainable(m.region_encoder, self.trainable.region_encoder)
+        head.freeze_image_encoder(self.heads.freeze_image_encoder)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained tensors (what a shipped checkpoint needs beside the base weights)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "collate_fn") and dm.collate_fn is None:
+            dm.collate_fn = self.processor.collate_samples
+
+    def forward(self, batch: GroundingBatch):
+        return self.model(batch)
+
+    def _zero_touch(self) -> torch.Tensor:
+        """0 x (sum of the head parameters): keeps every trainable parameter in the graph when a batch has
+        no [SEG] or no region (DDP requires all of them to receive gradients)."""
+        parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder]
+        total = None
+        for mod in parts:
+            if mod is None:
+                continue
+            for p in mod.parameters():
+                if p.requires_grad:
+                    s = p.sum() * 0.0
+                    total = s if total is None else total + s
+        return total if total is not None else torch.zeros((), device=self.device)
+
+    def training_step(self, batch: GroundingBatch, batch_idx: int):
+        fwd = self.model(batch)
+        loss, parts = grounding_loss(fwd, batch, self.loss_weights)
+        loss = loss + self._zero_touch()
+        bs = batch.batch_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, batch_size=bs, prog_bar=k in ("ce", "mask_iou"))
+        return loss
+
+    def validation_step(self, batch: GroundingBatch, batch_idx: int, dataloader_idx: int = 0):
+        fwd = self.model(batch)
+        loss, parts = grounding_loss(fwd, batch, self.loss_weights)
+        bs = batch.batch_size
+        self.log("val/loss", loss, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
+        for k, v in parts.items():
+            self.log(f"val/{k}", v, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
+        if self.evaluator.config.generate:
+            self.evaluator.update(batch.samples, image_embeddings=fwd.image_embeddings, keys=batch.image_keys)
+
+    def on_validation_epoch_start(self) -> None:
+        self.evaluator.reset(self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.evaluator.config.generate:
+            for name, value in self.evaluator.compute().items():
+                self.log(f"val/{name}", value, sync_dist=False)
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def on_test_epoch_end(self) -> None:
+        if self.evaluator.config.generate:
+            for name, value in self.evaluator.compute().items():
+                self.log(f"test/{name}", value, sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        cfg = self.optim
+        groups: dict[float, list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            scale = 1.0
+            for prefix, s in cfg.lr_scales.items():
+                if name.startswith(prefix):
+                    scale = s
+            groups.setdefault(scale, []).append(p)
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        param_groups = [{"params": ps, "lr": cfg.lr * s} for s, ps in groups.items()]
+        opt = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        total = self._total_steps()
+
+        def factor(step: int) -> float:
+            if cfg.warmup_steps and step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            if cfg.schedule == "constant" or total is None:
+                return 1.0
+            progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+            if cfg.schedule == "cosine":
+                f = 0.5 * (1 + math.cos(math.pi * progress))
+            elif cfg.schedule == "linear":
+                f = 1.0 - progress
+            else:
+                raise ValueError(f"unknown schedule {cfg.schedule!r}: linear, cosine or constant")
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * f
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _total_steps(self) -> int | None:
+        if self._trainer is None:
+            return None
+        try:
+            n = int(self.trainer.estimated_stepping_batches)
+        except Exception:
+            return None
+        return n if 0 < n < 10**9 else None

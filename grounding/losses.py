@@ -1,0 +1,90 @@
+"""Training losses: next-token CE on answer tokens + BCE + Dice on masks (LISA's 1.0 / 2.0 / 0.5 by default).
+
+Mask losses are computed in the mask head's input frame (S x S), on the image pixels only (the padding is
+excluded), with the decoder's low-res logits upsampled bilinearly to S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from grounding.processor import IGNORE_INDEX
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms."""
+
+    ce: float = 1.0
+    """Next-token cross-entropy on answer tokens."""
+    bce: float = 2.0
+    """Per-pixel binary cross-entropy of each [SEG] mask."""
+    dice: float = 0.5
+    """Dice loss of each [SEG] mask."""
+    iou: float = 0.0
+    """MSE between the decoder's predicted IoU and the mask's real IoU (0 freezes the IoU head)."""
+
+
+def answer_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token CE over labelled positions (labels are aligned with inputs; shifted here)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    if (shift_labels != IGNORE_INDEX).sum() == 0:
+        return shift_logits.sum() * 0.0
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def mask_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over masks of the per-pixel BCE averaged over valid pixels. logits/targets/valid: N x H x W."""
+    per_pixel = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+    v = valid.float()
+    return ((per_pixel * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp_min(1.0)).mean()
+
+
+def mask_dice(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over masks of 1 - (2 |P.T| + eps) / (|P| + |T| + eps) with soft P = sigmoid(logits), valid pixels."""
+    p = torch.sigmoid(logits) * valid
+    t = targets.float() * valid
+    num = 2 * (p * t).flatten(1).sum(1) + eps
+    den = p.flatten(1).sum(1) + t.flatten(1).sum(1) + eps
+    return (1 - num / den).mean()
+
+
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """N: IoU of (logits > 0) with targets over valid pixels (both empty -> 1)."""
+    p = (logits > 0) & valid
+    t = targets.bool() & valid
+    inter = (p & t).flatten(1).sum(1).float()
+    union = (p | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def upsample_to(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """N x 1 x h x w -> N x size x size (bilinear)."""
+    if logits.shape[-1] != size or logits.shape[-2] != size:
+        logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
+    return logits[:, 0]
+
+
+def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts for a ``GroundingForward`` and its ``GroundingBatch``."""
+    parts = {"ce": answer_ce(forward.logits, batch.labels)}
+    total = weights.ce * parts["ce"]
+    if forward.mask_logits is not None and len(forward.mask_logits):
+        S = batch.seg_masks.shape[-1]
+        logits = upsample_to(forward.mask_logits.float(), S)
+        targets = batch.seg_masks
+        valid = batch.valid_masks
+        parts["bce"] = mask_bce(logits, targets, valid)
+        parts["dice"] = mask_dice(logits, targets, valid)
+        total = total + weights.bce * parts["bce"] + weights.dice * parts["dice"]
+        with torch.no_grad():
+            real_iou = mask_iou(logits, targets, valid)
+        parts["mask_iou"] = real_iou.mean()
+        if weights.iou > 0 and forward.iou is not None:
+            parts["iou_mse"] = F.mse_loss(forward.iou[:, 0].float(), real_iou)
+            total = total + weights.iou * parts["iou_mse"]
+    return total, parts

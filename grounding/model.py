@@ -1,0 +1,237 @@
+"""The grounding model: a vision-LLM coupled to the mask head through ``[SEG]`` hidden states.
+
+Data flow (one forward): mask-head image encoder (once per distinct image) -> region features at ``<region>``
+tokens -> vision-LLM -> last-layer hidden state that predicts each ``[SEG]`` -> seg projector -> sparse prompt
+tokens (with the box written right before the ``[SEG]``, if any, as a box prompt) -> mask decoder.
+
+Losses live in ``grounding.losses``; training lives in ``grounding.lit_module``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from grounding.feature_cache import FeatureCache
+from grounding.parse import ParsedAnswer, parse_answer
+from grounding.processor import GroundingBatch
+from grounding.tokens import GroundingTokenIds
+from grounding.vision_llm.base import VisionLLM
+
+
+@dataclass
+class HeadOptions:
+    """How the heads are coupled to the vision-LLM."""
+
+    seg_tokens: int = 1
+    """Sparse prompt tokens per [SEG] (2 gives box-trained decoders two corner-like tokens)."""
+    box_prompt: bool = True
+    """A box written right before a [SEG] also prompts the mask decoder (with the [SEG] tokens)."""
+    region_encoder: bool = True
+    """Build a region encoder so prompts can point at boxes through <region> tokens."""
+    region_pool: int = 4
+    """roi_align output side of the region encoder."""
+    freeze_image_encoder: bool = True
+    """Run the mask head's image encoder without autograd (and allow caching its features)."""
+
+
+@dataclass
+class GroundingForward:
+    logits: torch.Tensor  # B x L x V
+    seg_hidden: torch.Tensor  # N x D, one row per [SEG] in (sample, position) order
+    mask_logits: torch.Tensor | None  # N x 1 x h' x w' low-res logits over the input frame
+    iou: torch.Tensor | None  # N x 1 predicted IoU
+    image_embeddings: torch.Tensor  # B x C x h x w
+
+
+@dataclass
+class GeneratedAnswer:
+    """One generated answer: raw ``text`` (with grounding tokens), its parse, and one mask per ``[SEG]``.
+
+    ``mask_logits``: n_seg x 1 x h' x w' over the input frame; ``scores``: n_seg predicted IoU.
+    Boxes in ``parsed`` are in the original image frame.
+    """
+
+    text: str
+    parsed: ParsedAnswer
+    token_ids: list[int]
+    mask_logits: torch.Tensor | None
+    scores: torch.Tensor | None
+
+
+def seg_state_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
+    """B x L bool: True at position p-1 for every [SEG] at position p (the state that predicts it)."""
+    pos = torch.zeros_like(input_ids, dtype=torch.bool)
+    pos[:, :-1] = input_ids[:, 1:] == seg_id
+    return pos
+
+
+class GroundingModel(nn.Module):
+    """Receives its parts already built (see ``grounding.presets`` for the named builders)."""
+
+    def __init__(
+        self,
+        vision_llm: VisionLLM,
+        mask_head: nn.Module,
+        seg_projector: nn.Module,
+        region_encoder: nn.Module | None = None,
+        box_codec=None,
+        options: HeadOptions | None = None,
+    ):
+        super().__init__()
+        self.vision_llm = vision_llm
+        self.mask_head = mask_head
+        self.seg_projector = seg_projector
+        self.region_encoder = region_encoder
+        self.options = options or HeadOptions()
+        self.tokens = GroundingTokenIds.from_tokenizer(vision_llm.tokenizer)
+        if box_codec is None:
+            from grounding.box_codecs import make_box_codec
+
+            box_codec = make_box_codec("default")
+        self.box_codec = box_codec
+        self.feature_cache: FeatureCache | None = None
+        self.mask_head.freeze_image_encoder(self.options.freeze_image_encoder)
+
+    @property
+    def tokenizer(self):
+        return self.vision_llm.tokenizer
+
+    # ------------------------------------------------------------------ image side
+    def encode_images(self, sam_images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
+        """B x 3 x S x S -> B x C x h x w mask-head embeddings; each distinct image (by key) is encoded once."""
+        cache = self.feature_cache if (self.options.freeze_image_encoder and keys is not None) else None
+        if keys is None:
+            keys = [str(i) for i in range(len(sam_images))]
+        first: dict[str, int] = {}
+        index = [first.setdefault(k, i) for i, k in enumerate(keys)]
+        uniq = sorted(set(index))
+        feats: dict[int, torch.Tensor] = {}
+        todo = []
+        for i in uniq:
+            hit = cache.get(keys[i]) if cache is not None else None
+            if hit is not None:
+                feats[i] = hit.to(sam_images.device)
+            else:
+                todo.append(i)
+        if todo:
+            x = sam_images[todo]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.options.freeze_image_encoder):
+                emb = self.mask_head.encode_image(x)
+            for j, i in enumerate(todo):
+                feats[i] = emb[j]
+                if cache is not None:
+                    cache.put(keys[i], emb[j])
+        pos = {i: n for n, i in enumerate(uniq)}
+        stacked = torch.stack([feats[i] for i in uniq])
+        return stacked[[pos[i] for i in index]]
+
+    def region_features(self, image_embeddings: torch.Tensor, regions: list[torch.Tensor]) -> torch.Tensor | None:
+        """(sum R_i) x D features for the <region> tokens, or None when there are no regions."""
+        if self.region_encoder is None or sum(len(r) for r in regions) == 0:
+            if sum(len(r) for r in regions) and self.region_encoder is None:
+                raise ValueError("the prompt has regions but this model has no region encoder")
+            return None
+        regions = [r.to(image_embeddings.device, image_embeddings.dtype) for r in regions]
+        return self.region_encoder(image_embeddings, regions, self.mask_head.image_size)
+
+    def _inject(self, image_embeddings, regions):
+        feats = self.region_features(image_embeddings, regions)
+        return {} if feats is None else {self.tokens.region: feats}
+
+    def decode_masks(self, image_embeddings, seg_hidden, image_index, boxes):
+        """Mask-decoder outputs for N [SEG] states: (low-res logits N x 1 x h' x w', iou N x 1)."""
+        proj_dtype = next(self.seg_projector.parameters()).dtype
+        tokens = self.seg_projector(seg_hidden.to(proj_dtype))
+        if tokens.dim() == 2:
+            tokens = tokens[:, None, :]
+        use_boxes = boxes if (self.options.box_prompt and boxes is not None and len(boxes)) else None
+        pred = self.mask_head.decode(image_embeddings, image_index, sparse_tokens=tokens, boxes=use_boxes)
+        return pred.low_res_logits, pred.iou
+
+    # ------------------------------------------------------------------ training forward
+    def forward(self, batch: GroundingBatch, image_embeddings: torch.Tensor | None = None) -> GroundingForward:
+        if image_embeddings is None:
+            image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
+        out = self.vision_llm(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.image_inputs,
+            batch.token_fields,
+            image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
+            inject=self._inject(image_embeddings, batch.regions),
+        )
+        pos = seg_state_positions(batch.input_ids, self.tokens.seg)
+        seg_hidden = out.hidden[pos]
+        if seg_hidden.shape[0] != batch.seg_masks.shape[0]:
+            raise ValueError(
+                f"the batch has {seg_hidden.shape[0]} [SEG] tokens but {batch.seg_masks.shape[0]} mask targets"
+            )
+        mask_logits = iou = None
+        if seg_hidden.shape[0]:
+            mask_logits, iou = self.decode_masks(image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes)
+        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: GroundingBatch,
+        max_new_tokens: int = 64,
+        image_embeddings: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> list[GeneratedAnswer]:
+        """Greedy answers for a left-padded batch of requests, with one mask per generated [SEG]."""
+        if image_embeddings is None:
+            image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
+        gen = self.vision_llm.generate(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.image_inputs,
+            batch.token_fields,
+            image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
+            inject=self._inject(image_embeddings, batch.regions),
+            max_new_tokens=max_new_tokens,
+            **generate_kwargs,
+        )
+        tok = self.tokenizer
+        stop = {tok.eos_token_id, tok.pad_token_id}
+        answers: list[GeneratedAnswer] = []
+        all_hidden, all_index, all_boxes, counts = [], [], [], []
+        for b in range(batch.batch_size):
+            seq = gen.sequences[b].tolist()
+            n = next((t for t, i in enumerate(seq) if i in stop), len(seq))
+            seq = seq[:n]
+            text = tok.decode(seq, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            geo = batch.geometries[b]
+            h, w = geo.original_hw
+            parsed = parse_answer(text, self.box_codec, (w, h))
+            seg_t = [t for t, i in enumerate(seq) if i == self.tokens.seg]
+            # the text parse and the token ids must agree on the number of [SEG]
+            k = min(len(seg_t), parsed.num_seg)
+            box_by_seg = {s.seg_index: s.box for s in parsed.segments if s.seg_index is not None}
+            for j in range(k):
+                all_hidden.append(gen.hidden[b, seg_t[j]])
+                all_index.append(b)
+                box = box_by_seg.get(j)
+                all_boxes.append(geo.boxes_to_input(box)[0] if box is not None else np.full(4, np.nan, np.float32))
+            counts.append(k)
+            answers.append(GeneratedAnswer(text, parsed, seq, None, None))
+        if all_hidden:
+            dev = image_embeddings.device
+            logits, iou = self.decode_masks(
+                image_embeddings,
+                torch.stack(all_hidden),
+                torch.tensor(all_index, device=dev),
+                torch.from_numpy(np.stack(all_boxes)).to(dev),
+            )
+            start = 0
+            for a, k in zip(answers, counts):
+                if k:
+                    a.mask_logits = logits[start : start + k]
+                    a.scores = iou[start : start + k, 0]
+                start += k
+        return answers

@@ -1,0 +1,112 @@
+"""Read grounding spans out of answer text: ``[SEG]`` tokens, box spans (through a box codec), ``<p>`` phrases.
+
+The same function reads teacher-forced answers in training and generated answers at inference, so a
+``[SEG]`` gets the same box prompt in both. It never raises on malformed model output: unreadable pieces go
+to ``ParsedAnswer.skipped``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from grounding.tokens import PHRASE_END, PHRASE_START, SEG
+
+
+@dataclass
+class ParsedSegment:
+    """One grounded object in an answer.
+
+    ``phrase``: the ``<p>`` phrase right before it, or None; ``box``: xyxy pixels (frame of the codec's
+    ``image_size``) when a box span is right before the ``[SEG]`` or stands alone, else None; ``seg_index``:
+    index of its ``[SEG]`` among the answer's ``[SEG]`` tokens, or None for a box-only segment.
+    """
+
+    phrase: str | None
+    box: np.ndarray | None
+    seg_index: int | None
+    start: int
+    end: int
+
+
+@dataclass
+class ParsedAnswer:
+    text: str
+    segments: list[ParsedSegment] = field(default_factory=list)
+    num_seg: int = 0
+    skipped: list[tuple[int, int, str]] = field(default_factory=list)
+
+    @property
+    def clean_text(self) -> str:
+        """The answer for people: phrases kept, grounding tokens and box text removed."""
+        return clean_answer_text(self.text, self._box_spans)
+
+    _box_spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
+
+
+def _between_is_space(text: str, a: int, b: int) -> bool:
+    return a <= b and not text[a:b].strip()
+
+
+def parse_answer(text: str, codec, image_size) -> ParsedAnswer:
+    """Parse ``text`` into segments. ``codec``: a box codec; ``image_size``: (width, height) of its frame."""
+    out = ParsedAnswer(text)
+    boxes = codec.decode(text, image_size)
+    out.skipped.extend(boxes.skipped)
+    out._box_spans = [(s.start, s.end) for s in boxes.spans] + [(a, b) for a, b, _ in boxes.skipped]
+
+    phrases: list[tuple[int, int, str]] = []  # (start, end, phrase)
+    pos = 0
+    while True:
+        s = text.find(PHRASE_START, pos)
+        if s < 0:
+            break
+        e = text.find(PHRASE_END, s + len(PHRASE_START))
+        nxt = text.find(PHRASE_START, s + len(PHRASE_START))
+        if e < 0 or (0 <= nxt < e):
+            out.skipped.append((s, nxt if nxt >= 0 else len(text), "phrase not closed"))
+            pos = s + len(PHRASE_START)
+            continue
+        phrases.append((s, e + len(PHRASE_END), text[s + len(PHRASE_START) : e].strip()))
+        pos = e + len(PHRASE_END)
+
+    segs = [m.start() for m in re.finditer(re.escape(SEG), text)]
+    out.num_seg = len(segs)
+
+    def phrase_before(pos: int) -> tuple[str | None, int]:
+        for ps, pe, ph in reversed(phrases):
+            if pe <= pos:
+                return (ph, ps) if _between_is_space(text, pe, pos) else (None, pos)
+        return None, pos
+
+    used_boxes: set[int] = set()
+    events: list[ParsedSegment] = []
+    for k, s in enumerate(segs):
+        box, start = None, s
+        for bi, b in enumerate(boxes.spans):
+            if bi not in used_boxes and b.end <= s and _between_is_space(text, b.end, s):
+                box, start = b.box, b.start
+                used_boxes.add(bi)
+                break
+        phrase, start = phrase_before(start)
+        events.append(ParsedSegment(phrase, box, k, start, s + len(SEG)))
+    for bi, b in enumerate(boxes.spans):
+        if bi in used_boxes:
+            continue
+        phrase, start = phrase_before(b.start)
+        events.append(ParsedSegment(phrase if phrase is not None else b.label, b.box, None, start, b.end))
+    out.segments = sorted(events, key=lambda e: e.start)
+    return out
+
+
+def clean_answer_text(text: str, box_spans: list[tuple[int, int]] = ()) -> str:
+    """Remove ``[SEG]``, phrase markers and the given box spans; tidy spaces before punctuation."""
+    for a, b in sorted(box_spans, reverse=True):
+        text = text[:a] + text[b:]
+    for tok in (SEG, PHRASE_START, PHRASE_END):
+        text = text.replace(tok, "")
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" ([.,;:!?])", r"\1", text)
+    return text.strip()

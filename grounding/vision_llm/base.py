@@ -1,0 +1,192 @@
+"""The small interface every vision-LLM adapter implements, and the embedding injection they share.
+
+A vision-LLM here is: a tokenizer with a chat template, a way to turn the first user message (which holds
+the image placeholder) plus the image into token ids and image tensors, a forward that returns the
+last-layer hidden states and logits, and ``generate`` that also returns the last-layer hidden state that
+*predicted* each new token. Features for special tokens (``<region>``, and ``<image>`` in composed models)
+are written into the input embeddings by ``inject_embeddings``: positions are found by an id mask, and a
+count mismatch is a ``ValueError``; there are no offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids of a text piece that holds the image placeholder, with the image tensors it needs.
+
+    ``image_inputs``: tensors for the model's forward (e.g. ``pixel_values``, ``image_grid_thw``), batched
+    along dim 0 by concatenation. ``token_fields``: per-token integer fields the model needs next to
+    ``input_ids`` (e.g. Qwen2-VL's ``mm_token_type_ids``); tokens added later get 0.
+    """
+
+    ids: list[int]
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_fields: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class VisionLLMOutput:
+    logits: torch.Tensor  # B x L x V
+    hidden: torch.Tensor  # B x L x D, last layer (after the final norm)
+
+
+@dataclass
+class GenerationOutput:
+    sequences: torch.Tensor  # B x T new tokens (padded with pad id after EOS)
+    hidden: torch.Tensor  # B x T x D: hidden[b, t] is the last-layer state that predicted sequences[b, t]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model only (peft)."""
+
+    r: int = 8
+    """LoRA rank; 0 disables LoRA (the language model stays frozen except new token rows)."""
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: str | None = None
+    """Regex of module names to adapt; None uses the adapter's default (q_proj and v_proj of the language model)."""
+    train_new_tokens: bool = True
+    """Train the embedding (and output) rows of the grounding tokens, through peft's trainable tokens."""
+
+
+class VisionLLM(nn.Module):
+    """Interface of vision-LLM adapters (see module docstring)."""
+
+    tokenizer = None
+    image_placeholder: str = "<image>"
+    uses_mask_head_features: bool = False
+    lora_target_default: str = r".*language_model.*\.(q_proj|v_proj)"
+
+    # --- text side -------------------------------------------------------------------------------------
+    def encode_prompt(self, text: str, image: np.ndarray | None) -> EncodedPrompt:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def hidden_size(self) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def hf_model(self) -> nn.Module:  # pragma: no cover
+        """The transformers model that LoRA wraps (whole VLM, or the causal LM of a composed model)."""
+        raise NotImplementedError
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.hf_model.get_input_embeddings()
+
+    # --- compute ---------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_inputs: dict[str, torch.Tensor],
+        token_fields: dict[str, torch.Tensor] | None = None,
+        image_features: torch.Tensor | None = None,
+        inject: dict[int, torch.Tensor] | None = None,
+    ) -> VisionLLMOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_inputs: dict[str, torch.Tensor],
+        token_fields: dict[str, torch.Tensor] | None = None,
+        image_features: torch.Tensor | None = None,
+        inject: dict[int, torch.Tensor] | None = None,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> GenerationOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    # --- LoRA ------------------------------------------------------------------------------------------
+    def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def inject_embeddings(embedding: nn.Module, features: dict[int, torch.Tensor], once: bool = True):
+    """While active, rows of ``embedding``'s output at tokens ``id`` are replaced by ``features[id]`` (in order).
+
+    ``features[id]``: N x D, one row per occurrence of ``id`` in the batch, row-major over (batch, position).
+    With ``once``, the hook disarms after the first call that contains the tokens (generation's prefill), so
+    decode steps are untouched. Raises ``ValueError`` if a call has a different number of such tokens.
+    """
+    features = {k: v for k, v in features.items() if v is not None}
+    if not features:
+        yield
+        return
+    state = {"armed": True}
+
+    def hook(module, args, output):
+        if not state["armed"]:
+            return output
+        ids = args[0] if args else None
+        if ids is None:
+            return output
+        out = output
+        touched = False
+        for tok, feats in features.items():
+            mask = ids == tok
+            n = int(mask.sum())
+            if n == 0 and feats.shape[0] == 0:
+                continue
+            if n != feats.shape[0]:
+                if n == 0:
+                    continue
+                raise ValueError(
+                    f"token id {tok} appears {n} times in the input but {feats.shape[0]} feature rows were given"
+                )
+            out = out.masked_scatter(mask.unsqueeze(-1), feats.to(out.dtype))
+            touched = True
+        if touched and once:
+            state["armed"] = False
+        return out
+
+    handle = embedding.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def last_hidden_per_step(hidden_states, batch_size: int) -> torch.Tensor:
+    """From ``generate``'s per-step ``hidden_states`` -> B x T x D: the last-layer state that predicted token t."""
+    if not hidden_states:
+        return torch.zeros(batch_size, 0, 0)
+    steps = [h[-1][:, -1, :] for h in hidden_states]
+    return torch.stack(steps, dim=1)
+
+
+def apply_lora_to(model: nn.Module, settings: LoraSettings, target_regex: str, token_ids: list[int], tied: bool):
+    """Wrap a transformers model with peft LoRA (+ trainable rows for ``token_ids``); returns the peft model."""
+    from peft import LoraConfig, get_peft_model
+
+    trainable = None
+    if settings.train_new_tokens and token_ids:
+        trainable = {"embed_tokens": list(token_ids)} if tied else {"embed_tokens": list(token_ids), "lm_head": list(token_ids)}
+    if settings.r > 0:
+        cfg = LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=settings.target_modules or target_regex,
+            trainable_token_indices=trainable,
+        )
+        return get_peft_model(model, cfg)
+    if trainable:
+        from peft import TrainableTokensConfig
+
+        cfg = TrainableTokensConfig(target_modules=list(trainable), token_indices=list(token_ids))
+        return get_peft_model(model, cfg)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

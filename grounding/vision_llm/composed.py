@@ -1,0 +1,150 @@
+"""A composed vision-LLM, LLaVA-style: any causal LM + any vision features + an MLP projector.
+
+The image features are pooled to a ``grid x grid`` map, projected to the LM's width and written into the
+input embeddings at the ``<image>`` placeholder tokens (``grid * grid`` of them). The features come either
+from the mask head's image encoder (one encoder pass serves the LM and the mask decoder; the embedded
+default model does this) or from a separate ``vision_encoder`` module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grounding.tokens import IMAGE, token_id
+from grounding.vision_llm.base import (
+    EncodedPrompt,
+    GenerationOutput,
+    LoraSettings,
+    VisionLLM,
+    VisionLLMOutput,
+    apply_lora_to,
+    inject_embeddings,
+    last_hidden_per_step,
+)
+
+
+class ComposedVisionLLM(VisionLLM):
+    """``language_model``: a transformers causal LM whose ``tokenizer`` already has the ``<image>`` token.
+
+    ``feature_dim``: channels of the image features (B x C x h x w). ``grid``: side of the pooled token grid.
+    ``vision_encoder``: None to take the mask head's image embeddings, else a module mapping the
+    ``pixel_values`` made by ``image_transform`` to B x C x h x w features.
+    """
+
+    image_placeholder = IMAGE
+    lora_target_default = r".*\.(q_proj|v_proj)"
+
+    def __init__(
+        self,
+        language_model: nn.Module,
+        tokenizer,
+        feature_dim: int,
+        grid: int = 8,
+        vision_encoder: nn.Module | None = None,
+        image_transform=None,
+        projector_hidden: int | None = None,
+    ):
+        super().__init__()
+        self.language_model = language_model
+        self.tokenizer = tokenizer
+        self.grid = int(grid)
+        self.vision_encoder = vision_encoder
+        self.image_transform = image_transform
+        self.uses_mask_head_features = vision_encoder is None
+        if vision_encoder is not None and image_transform is None:
+            raise ValueError("a separate vision_encoder needs the image_transform that prepares its pixel_values")
+        d = self.hidden_size
+        h = projector_hidden or d
+        self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, d))
+        self.image_token_id = token_id(tokenizer, IMAGE)
+
+    @property
+    def hf_model(self) -> nn.Module:
+        return self.language_model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.language_model.get_input_embeddings().embedding_dim
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def encode_prompt(self, text: str, image: np.ndarray | None) -> EncodedPrompt:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n_img = sum(1 for i in ids if i == self.image_token_id)
+        if image is None:
+            if n_img:
+                raise ValueError(f"prompt has {n_img} {IMAGE} placeholders but no image was given")
+            return EncodedPrompt(ids)
+        if n_img != 1:
+            raise ValueError(f"prompt must hold exactly one {IMAGE} placeholder for its image, found {n_img}")
+        k = ids.index(self.image_token_id)
+        ids = ids[:k] + [self.image_token_id] * self.num_image_tokens + ids[k + 1 :]
+        image_inputs = {}
+        if self.vision_encoder is not None:
+            pixel_values, _ = self.image_transform(image)
+            image_inputs["pixel_values"] = pixel_values[None]
+        return EncodedPrompt(ids, image_inputs)
+
+    def image_tokens(self, image_inputs: dict, image_features: torch.Tensor | None) -> torch.Tensor:
+        """(B * grid * grid) x D projected image tokens, row-major per image."""
+        if self.vision_encoder is not None:
+            image_features = self.vision_encoder(image_inputs["pixel_values"])
+        if image_features is None:
+            raise ValueError("the composed vision-LLM needs image features (the mask head's image embeddings)")
+        if image_features.dim() == 3:  # B x N x C tokens -> B x C x h x w
+            b, n, c = image_features.shape
+            s = int(round(n**0.5))
+            image_features = image_features.transpose(1, 2).reshape(b, c, s, s)
+        pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
+        tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
+        proj_dtype = self.projector[0].weight.dtype
+        return self.projector(tokens.to(proj_dtype)).flatten(0, 1)
+
+    def _inject(self, image_inputs, image_features, inject):
+        feats = dict(inject or {})
+        feats[self.image_token_id] = self.image_tokens(image_inputs, image_features)
+        return feats
+
+    def forward(self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None):
+        feats = self._inject(image_inputs, image_features, inject)
+        with inject_embeddings(self.get_input_embeddings(), feats):
+            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return VisionLLMOutput(out.logits, out.hidden_states[-1])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids,
+        attention_mask,
+        image_inputs,
+        token_fields=None,
+        image_features=None,
+        inject=None,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> GenerationOutput:
+        feats = self._inject(image_inputs, image_features, inject)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        with inject_embeddings(self.get_input_embeddings(), feats):
+            out = self.language_model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                **generate_kwargs,
+            )
+        new = out.sequences[:, input_ids.shape[1] :]
+        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
+
+    def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:
+        lm = self.language_model
+        tied = lm.get_output_embeddings() is not None and lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+        self.language_model = apply_lora_to(lm, settings, self.lora_target_default, new_token_ids, tied)

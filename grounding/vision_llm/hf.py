@@ -1,0 +1,102 @@
+"""Adapter for any transformers image-text-to-text model with its processor (LLaVA, Qwen2-VL, Qwen2.5-VL, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from grounding.vision_llm.base import (
+    EncodedPrompt,
+    GenerationOutput,
+    LoraSettings,
+    VisionLLM,
+    VisionLLMOutput,
+    apply_lora_to,
+    inject_embeddings,
+    last_hidden_per_step,
+)
+
+_TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
+_TOKEN_FIELDS = {"mm_token_type_ids"}
+
+
+def default_image_placeholder(processor) -> str:
+    """The text that marks one image in a user message, as the model's chat template writes it."""
+    image_token = getattr(processor, "image_token", None) or "<image>"
+    vocab = processor.tokenizer.get_vocab()
+    if "<|vision_start|>" in vocab and "<|vision_end|>" in vocab:  # Qwen2-VL / Qwen2.5-VL
+        return f"<|vision_start|>{image_token}<|vision_end|>"
+    return image_token
+
+
+class HFVisionLLM(VisionLLM):
+    """A transformers vision-LLM (``model``) with its ``processor``; the processor expands image tokens."""
+
+    def __init__(self, model: nn.Module, processor, image_placeholder: str | None = None):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_placeholder = image_placeholder or default_image_placeholder(processor)
+
+    @property
+    def hf_model(self) -> nn.Module:
+        return self.model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def encode_prompt(self, text: str, image: np.ndarray | None) -> EncodedPrompt:
+        if image is None:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return EncodedPrompt(ids)
+        enc = self.processor(images=[image], text=[text], return_tensors="pt", add_special_tokens=False)
+        ids = enc["input_ids"][0].tolist()
+        image_inputs = {k: v for k, v in enc.items() if k not in _TEXT_KEYS | _TOKEN_FIELDS}
+        fields = {k: enc[k][0].tolist() for k in _TOKEN_FIELDS if k in enc}
+        return EncodedPrompt(ids, image_inputs, fields)
+
+    def _kwargs(self, input_ids, attention_mask, image_inputs, token_fields):
+        kw = dict(input_ids=input_ids, attention_mask=attention_mask)
+        kw.update(image_inputs or {})
+        kw.update(token_fields or {})
+        return kw
+
+    def forward(self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None):
+        with inject_embeddings(self.get_input_embeddings(), inject or {}):
+            out = self.model(**self._kwargs(input_ids, attention_mask, image_inputs, token_fields), output_hidden_states=True)
+        return VisionLLMOutput(out.logits, out.hidden_states[-1])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids,
+        attention_mask,
+        image_inputs,
+        token_fields=None,
+        image_features=None,
+        inject=None,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> GenerationOutput:
+        kw = self._kwargs(input_ids, attention_mask, image_inputs, token_fields)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        with inject_embeddings(self.get_input_embeddings(), inject or {}):
+            out = self.model.generate(
+                **kw,
+                max_new_tokens=max_new_tokens,
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                **generate_kwargs,
+            )
+        new = out.sequences[:, input_ids.shape[1] :]
+        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
+
+    def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:
+        m = self.model
+        tied = m.get_output_embeddings() is not None and m.get_output_embeddings().weight is m.get_input_embeddings().weight
+        self.model = apply_lora_to(m, settings, self.lora_target_default, new_token_ids, tied)
