@@ -96,3 +96,42 @@ def test_write_refer_jpeg_keeps_masks_exact(tmp_path):
     assert item.image.shape == s.image.shape and np.array_equal(item.mask, s.targets[0].mask)
     with pytest.raises(ValueError, match="image_format"):
         write_refer([s], tmp_path, image_format="bmp")
+
+
+def test_synthetic_world_round_trips_through_the_refer_loaders(tmp_path):
+    from data.synthetic import SyntheticGrounding
+
+    world = SyntheticGrounding(
+        split="val", length=6, image_size=64, tasks=[Task.RES, Task.RES_MULTI, Task.RES_NONE, Task.REASON, Task.REC],
+        turns_per_sample=3, seed=0,
+    )
+    samples = [world[i] for i in range(len(world))]
+    summary = write_refer(samples, tmp_path, name="synthetic", split="val")
+    expected = []  # (sample, target indices, sentences) in the order write_refer groups them
+    for s in samples:
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for t in s.turns:
+            if t.task in (Task.RES, Task.RES_MULTI, Task.RES_NONE, Task.REASON) and t.expression:
+                groups.setdefault(tuple(dict.fromkeys(t.target_indices)), []).append(t.expression)
+        expected += [(s, k, v) for k, v in groups.items()]
+    assert summary.grefs == len(expected) > 0 and summary.images == len(samples)
+
+    gds = GRefCOCO(tmp_path, name="synthetic", split="val")
+    assert len(gds) == len(expected)
+    for k, (s, idx, sentences) in enumerate(expected):
+        item = gds[k]
+        assert np.array_equal(item.image, s.image) and item.sentences == sentences
+        assert item.no_target == (len(idx) == 0) and len(item.masks) == len(idx)
+        for m, b, t in zip(item.masks, item.boxes, idx):
+            assert np.array_equal(m, s.targets[t].mask)
+            np.testing.assert_array_equal(b, s.targets[t].box)
+
+    single = [e for e in expected if len(e[1]) == 1]
+    ds = RefCOCO(tmp_path, name="synthetic", split="val")
+    assert len(ds) == len(single) > 0
+    for k, (s, (t,), sentences) in enumerate(single):
+        item = ds[k]
+        assert item.sentences == sentences and np.array_equal(item.mask, s.targets[t].mask)
+        np.testing.assert_array_equal(item.box, s.targets[t].box)
+        back = ds.to_sample(item, np.random.default_rng(k))
+        assert [turn.expression for turn in back.turns] == sentences
