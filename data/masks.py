@@ -18,9 +18,11 @@ def _is_number(v: Any) -> bool:
 
 
 def check_polygons(polygons: Any) -> list[list[float]]:
-    """Validate COCO polygons (a list of ``[x1, y1, x2, y2, ...]`` lists, each with at least 3 points).
+    """Validate COCO polygons (a list of flat ``[x1, y1, x2, y2, ...]`` lists) and return the proper ones.
 
-    pycocotools would read a 4-number "polygon" as a box and crash on odd lengths, so check first.
+    Parts with fewer than 3 points (a few COCO annotations have them) cover no area and are dropped, but at least
+    one part must be a proper polygon: pycocotools would otherwise read a 4-number "polygon" as a box. Odd
+    lengths and non-numbers raise ``ValueError``.
     """
     if not isinstance(polygons, (list, tuple)) or len(polygons) == 0:
         raise ValueError("empty polygon list")
@@ -28,9 +30,12 @@ def check_polygons(polygons: Any) -> list[list[float]]:
     for k, poly in enumerate(polygons):
         if not isinstance(poly, (list, tuple)) or not all(_is_number(v) for v in poly):
             raise ValueError(f"polygon {k} is not a flat list of numbers")
-        if len(poly) < 6 or len(poly) % 2:
-            raise ValueError(f"polygon {k} has {len(poly)} coordinates (needs an even count >= 6)")
-        out.append([float(v) for v in poly])
+        if len(poly) % 2:
+            raise ValueError(f"polygon {k} has an odd number of coordinates ({len(poly)})")
+        if len(poly) >= 6:
+            out.append([float(v) for v in poly])
+    if not out:
+        raise ValueError(f"no polygon has the 6 or more coordinates of 3 points (lengths {[len(p) for p in polygons]})")
     return out
 
 

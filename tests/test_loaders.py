@@ -74,8 +74,12 @@ def test_mask_codecs_roundtrip_and_validate():
     assert mask_to_box(m).tolist() == [3, 4, 9, 7]
     assert mask_to_box(np.zeros((2, 2), bool)).tolist() == [0, 0, 0, 0]
     assert xywh_to_xyxy([1, 2, 3, 4]).tolist() == [1, 2, 4, 6]
-    with pytest.raises(ValueError, match="coordinates"):
+    with pytest.raises(ValueError, match="6 or more coordinates"):
         decode_segmentation([[1, 2, 3, 4]], H, W)  # pycocotools would read this as a box
+    with pytest.raises(ValueError, match="odd number"):
+        decode_segmentation([rect_poly(3, 4, 9, 7) + [1]], H, W)
+    # a degenerate 2-point part next to a proper polygon covers nothing (some COCO annotations have one)
+    assert np.array_equal(decode_segmentation([[1, 1, 2, 2], rect_poly(3, 4, 9, 7)], H, W), m)
     with pytest.raises(ValueError, match="empty"):
         decode_segmentation([], H, W)
     with pytest.raises(ValueError, match="does not match"):
@@ -212,7 +216,7 @@ def test_refcoco_bad_data_errors_name_file_and_record(tmp_path):
     inst["annotations"][1]["segmentation"] = encode_rle(np.ones((H + 1, W), bool))
     inst_file.write_text(json.dumps(inst))
     ds = RefCOCO(tmp_path, split="val")
-    with pytest.raises(DatasetError, match=r"instances\.json: record ann_id 1 \(ref_id 0\): broken annotation.*coordinates"):
+    with pytest.raises(DatasetError, match=r"instances\.json: record ann_id 1 \(ref_id 0\): broken annotation.*6 or more coordinates"):
         ds[0]
     with pytest.raises(DatasetError, match=r"ann_id 2 .*does not match the image size"):
         ds[1]
