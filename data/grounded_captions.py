@@ -171,10 +171,11 @@ class FlickrGCG(_GroundedCaptions):
             for a in coco["annotations"]:
                 by_image[int(a["image_id"])].append(a)
             ids = {int(im["id"]) for im in self.images}
-            for im in self.images:
-                im["caption"], im["file_name"]  # noqa: B018  (presence check)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"not a COCO-layout caption file ({e!r})", self.ann_file) from e
+        for im in self.images:
+            if "caption" not in im or "file_name" not in im:
+                raise DatasetError("image needs 'file_name' and 'caption'", self.ann_file, f"image_id {im['id']}")
         orphans = sorted(set(by_image) - ids)
         if orphans:
             raise DatasetError(f"annotations refer to unknown image ids {orphans[:5]}", self.ann_file)

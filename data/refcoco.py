@@ -24,7 +24,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -135,7 +135,10 @@ class _ReferDataset(Dataset):
             raise DatasetError(f"not a COCO instances file ({e!r})", self.instances_file) from e
 
         raw_refs = self._load_refs()
-        splits = sorted({str(r.get("split")) for r in raw_refs if isinstance(r, dict)})
+        for k, r in enumerate(raw_refs):
+            if not isinstance(r, dict):
+                raise DatasetError(f"ref #{k} is a {type(r).__name__}, not a dict", self.refs_file)
+        splits = sorted({str(r.get("split")) for r in raw_refs})
         if split not in splits:
             raise DatasetError(f"unknown split {split!r}; this refs file has splits {splits}", self.refs_file)
         self._refs: list[_Ref] = [self._check_ref(r) for r in raw_refs if r.get("split") == split]
@@ -163,9 +166,8 @@ class _ReferDataset(Dataset):
             raise DatasetError(f"refs must be a list of dicts, got {type(refs).__name__}", self.refs_file)
         return refs
 
-    def _check_ref(self, r: Any) -> _Ref:
-        rid = r.get("ref_id") if isinstance(r, dict) else None
-        record = f"ref_id {rid}"
+    def _check_ref(self, r: dict) -> _Ref:
+        record = f"ref_id {r.get('ref_id')}"
         try:
             ann = r["ann_id"]
             ann_ids = tuple(int(a) for a in ann) if isinstance(ann, (list, tuple)) else (int(ann),)

@@ -90,6 +90,9 @@ def _videos(meta: Any, file: Path) -> dict[str, dict]:
             raise DatasetError("video needs 'frames' (list) and 'expressions' (dict)", file, f"video {vid}")
         if not v["frames"]:
             raise DatasetError("video has no frames", file, f"video {vid}")
+        for exp_id, e in v["expressions"].items():
+            if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
+                raise DatasetError("expression needs an 'exp' string", file, f"video {vid} expression {exp_id}")
     return meta["videos"]
 
 
@@ -148,8 +151,8 @@ class RefYouTubeVOS(_VideoDataset):
             raise DatasetError(f"missing Annotations folder of split {split!r}", self.anno_root)
         for vid in self.video_ids:
             for exp_id, e in self.videos[vid]["expressions"].items():
-                if not isinstance(e, dict) or "exp" not in e or (self.has_masks and "obj_id" not in e):
-                    raise DatasetError("expression needs 'exp' and 'obj_id'", meta_file, f"video {vid} expression {exp_id}")
+                if self.has_masks and "obj_id" not in e:
+                    raise DatasetError("expression needs an 'obj_id'", meta_file, f"video {vid} expression {exp_id}")
 
     def __getitem__(self, index: int) -> VideoSample:
         vid = self.video_ids[index]
@@ -217,9 +220,8 @@ class MeViS(_VideoDataset):
             try:
                 obj_ids = [int(o) for o in e["obj_id"]]
                 anno_ids = [str(a) for a in e["anno_id"]]
-                str(e["exp"])
             except (KeyError, TypeError, ValueError) as err:
-                raise DatasetError(f"expression needs 'exp', 'obj_id' and 'anno_id' lists ({err!r})", self.meta_file, record) from err
+                raise DatasetError(f"expression needs 'obj_id' and 'anno_id' lists ({err!r})", self.meta_file, record) from err
             if len(obj_ids) != len(anno_ids):
                 raise DatasetError(f"obj_id {obj_ids} and anno_id {anno_ids} differ in length", self.meta_file, record)
             for o, a in zip(obj_ids, anno_ids):

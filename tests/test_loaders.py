@@ -474,6 +474,10 @@ def test_ref_youtube_vos(tmp_path):
         RefYouTubeVOS(tmp_path, split="valid", require_masks=True)
     with pytest.raises(DatasetError, match="unknown Ref-YouTube-VOS split 'val'"):
         RefYouTubeVOS(tmp_path, split="val")
+    meta_file = tmp_path / "meta_expressions" / "valid" / "meta_expressions.json"
+    meta_file.write_text(json.dumps({"videos": {"vid_a": {"expressions": {"0": {"obj_id": "1"}}, "frames": ["00000"]}}}))
+    with pytest.raises(DatasetError, match=r"meta_expressions\.json: record video vid_a expression 0: .*'exp'"):
+        RefYouTubeVOS(tmp_path, split="valid")
 
     (tmp_path / "train" / "Annotations" / "vid_a" / "00005.png").unlink()
     with pytest.raises(DatasetError, match=r"00005\.png: record video vid_a frame 00005: missing annotation PNG"):
