@@ -138,6 +138,11 @@ class GroundingLitModule(L.LightningModule):
         if dm is not None and hasattr(dm, "collate_fn") and dm.collate_fn is None:
             dm.collate_fn = self.processor.collate_samples
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        if isinstance(batch, GroundingBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def forward(self, batch: GroundingBatch):
         return self.model(batch)
 

@@ -83,6 +83,27 @@ class GroundingBatch:
     def batch_size(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to(self, device) -> "GroundingBatch":
+        """A copy with every tensor on ``device`` (geometry and samples stay on the host)."""
+        from dataclasses import replace
+
+        def mv(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+
+        return replace(
+            self,
+            input_ids=mv(self.input_ids),
+            attention_mask=mv(self.attention_mask),
+            labels=mv(self.labels),
+            token_fields={k: mv(v) for k, v in self.token_fields.items()},
+            image_inputs={k: mv(v) for k, v in self.image_inputs.items()},
+            sam_images=mv(self.sam_images),
+            seg_masks=mv(self.seg_masks),
+            seg_boxes=mv(self.seg_boxes),
+            seg_image_index=mv(self.seg_image_index),
+            regions=[mv(r) for r in self.regions],
+        )
+
     @property
     def valid_masks(self) -> torch.Tensor:
         """N x S x S bool: True on image pixels of each [SEG]'s image, False on padding."""

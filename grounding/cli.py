@@ -1,0 +1,65 @@
+"""The ``grounding`` command.
+
+    grounding fit|validate|test --config configs/tiny.yaml     # LightningCLI (training / evaluation)
+    grounding predict --image IMG --prompt "..." --out DIR      # one image -> overlay PNG + JSON
+
+Run ``grounding <command> --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def lightning_cli(args: list[str] | None, run: bool = True):
+    """Build (and by default run) the LightningCLI for ``GroundingLitModule`` + ``GroundingDataModule``."""
+    from jsonargparse import set_parsing_settings
+    from lightning.pytorch.cli import LightningCLI
+
+    from data.datamodule import GroundingDataModule
+    from grounding.lit_module import GroundingLitModule
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+    return LightningCLI(
+        GroundingLitModule,
+        GroundingDataModule,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+    )
+
+
+USAGE = """usage: grounding <command> [options]
+
+commands:
+  fit        train a model (LightningCLI; --config configs/*.yaml)
+  validate   evaluate on the validation set (cIoU, gIoU, N-acc, Acc@0.5, ...)
+  test       evaluate on the test set
+  predict    ground a prompt in one image: overlay PNG + JSON (boxes, RLE masks)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in LIGHTNING_COMMANDS:
+        # LightningCLI reads sys.argv itself when run as the console script
+        lightning_cli(None if argv == sys.argv[1:] else [cmd] + rest)
+        return 0
+    if cmd == "predict":
+        from grounding.commands import predict_main
+
+        return predict_main(rest)
+    print(f"grounding: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

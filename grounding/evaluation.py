@@ -1,0 +1,218 @@
+"""Generation-based evaluation: greedy answers, the model's own [SEG] / box tokens, published metrics.
+
+Every turn of every sample is asked on its own (its prompt, the image, the regions it points at); the answer
+is generated greedily and scored by its task:
+
+- segmentation (res, reason, multi, none): the union of the answer's [SEG] masks (logits > 0, original
+  resolution) against the union of the turn's targets: gIoU / cIoU (LISA); N-acc / T-acc from whether the
+  answer has any [SEG] (gRefCOCO); for several targets also the share of answers with the right [SEG] count;
+- rec: the first box written in the answer, Acc@0.5 (a missing box is wrong);
+- gcg: (phrase, mask) pairs against the ground truth: mIoU, recall, AP50 (GLaMM);
+- region: the answer names every word of the region's label (e.g. colour and shape).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data.sample import GroundingSample, RegionRef, Task, Turn
+from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores
+from grounding.model import GeneratedAnswer, GroundingModel
+from grounding.processor import GroundingProcessor
+
+SEG_GROUPS = {Task.RES: "res", Task.REASON: "reason", Task.RES_MULTI: "multi", Task.RES_NONE: "none"}
+
+
+@dataclass
+class EvalConfig:
+    """Generation-based metrics during validation / test."""
+
+    generate: bool = True
+    """Generate answers and compute task metrics (False: teacher-forced losses only)."""
+    max_new_tokens: int = 64
+    max_turns_per_epoch: int | None = None
+    """Stop generating after this many turns per epoch on each process (None: all)."""
+
+
+@dataclass
+class TurnResult:
+    """One evaluated turn (kept for reports)."""
+
+    task: Task
+    prompt: str
+    answer: str
+    reference: str
+    scores: dict[str, float]
+
+
+def _union(masks: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(hw, bool)
+    for m in masks:
+        out |= m
+    return out
+
+
+def region_answer_correct(answer: str, label: str) -> bool:
+    """True when every word of ``label`` appears as a word of ``answer`` (case-insensitive)."""
+    words = set(re.findall(r"[a-z]+", answer.lower()))
+    need = re.findall(r"[a-z]+", label.lower())
+    return bool(need) and all(w in words for w in need)
+
+
+class Evaluator:
+    """Accumulates task metrics over batches of ``GroundingSample``s (see module docstring)."""
+
+    def __init__(self, model: GroundingModel, processor: GroundingProcessor, config: EvalConfig | None = None):
+        self.model = model
+        self.processor = processor
+        self.config = config or EvalConfig()
+        self.keep_results = False
+        self.reset()
+
+    def reset(self, device=None) -> None:
+        self.seg = {name: SegmentationIoU() for name in SEG_GROUPS.values()}
+        self.seg_all = SegmentationIoU()
+        self.empty = NoTargetAccuracy()
+        self.rec = RecAccuracy()
+        self.count_ok = 0
+        self.count_total = 0
+        self.region_ok = 0
+        self.region_total = 0
+        self.gcg_pred: list[list[tuple[str, np.ndarray]]] = []
+        self.gcg_gt: list[list[tuple[str, np.ndarray]]] = []
+        self.turns_seen = 0
+        self.results: list[TurnResult] = []
+
+    # ------------------------------------------------------------------ generation
+    def _requests(self, samples: list[GroundingSample]):
+        reqs, owners = [], []
+        for b, s in enumerate(samples):
+            for t in s.turns:
+                if self.config.max_turns_per_epoch is not None and self.turns_seen >= self.config.max_turns_per_epoch:
+                    return reqs, owners
+                idx = [p.index for p in t.prompt if isinstance(p, RegionRef)]
+                regions = s.regions[idx] if idx else None
+                reqs.append(self.processor.encode_request(s.image, t, regions))
+                owners.append((b, t))
+                self.turns_seen += 1
+        return reqs, owners
+
+    @torch.no_grad()
+    def answer(self, samples: list[GroundingSample], image_embeddings=None, keys=None):
+        """Generate an answer for every turn: list of (sample index, turn, GeneratedAnswer, masks)."""
+        reqs, owners = self._requests(samples)
+        if not reqs:
+            return []
+        batch = self.processor.collate(reqs, padding_side="left")
+        dev = next(self.model.parameters()).device
+        batch = batch.to(dev)
+        emb = None
+        if image_embeddings is not None:
+            emb = image_embeddings[[b for b, _ in owners]]
+        answers = self.model.generate(batch, max_new_tokens=self.config.max_new_tokens, image_embeddings=emb)
+        out = []
+        for (b, turn), ans, geo in zip(owners, answers, batch.geometries):
+            masks = []
+            if ans.mask_logits is not None:
+                full = geo.logits_to_original(ans.mask_logits.float())
+                masks = [m[0].cpu().numpy() > 0 for m in full]
+            out.append((b, turn, ans, masks))
+        return out
+
+    def update(self, samples: list[GroundingSample], image_embeddings=None, keys=None) -> None:
+        for b, turn, ans, masks in self.answer(samples, image_embeddings, keys):
+            self.score(samples[b], turn, ans, masks)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, sample: GroundingSample, turn: Turn, ans: GeneratedAnswer, masks: list[np.ndarray]) -> dict:
+        hw = sample.size
+        scores: dict[str, float] = {}
+        task = turn.task
+        if task in SEG_GROUPS:
+            gt = _union([sample.targets[i].mask for i in turn.target_indices if sample.targets[i].mask is not None], hw)
+            pred = _union(masks, hw)
+            metric = self.seg[SEG_GROUPS[task]]
+            metric.update([pred], [gt])
+            self.seg_all.update([pred], [gt])
+            target_empty = len(turn.target_indices) == 0
+            pred_empty = ans.parsed.num_seg == 0
+            self.empty.update([pred_empty], [target_empty])
+            inter, union = np.logical_and(pred, gt).sum(), np.logical_or(pred, gt).sum()
+            scores["iou"] = float(inter / union) if union else 1.0
+            if task == Task.RES_MULTI:
+                ok = ans.parsed.num_seg == len(turn.target_indices)
+                self.count_ok += int(ok)
+                self.count_total += 1
+        elif task == Task.REC:
+            boxes = [s.box for s in ans.parsed.segments if s.box is not None]
+            idx = turn.target_indices
+            if idx:
+                gt_box = sample.targets[idx[0]].box
+                self.rec.update([boxes[0] if boxes else None], [gt_box])
+            else:  # REC about something absent: correct when no box is written
+                self.empty.update([not boxes], [True])
+        elif task == Task.GCG:
+            grounds = [g for g in turn.grounds if g.seg]
+            gt = [(g.phrase or sample.targets[g.index].label, sample.targets[g.index].mask) for g in grounds]
+            segs = [s for s in ans.parsed.segments if s.seg_index is not None and s.seg_index < len(masks)]
+            pred = [(s.phrase or "", masks[s.seg_index]) for s in segs]
+            self.gcg_gt.append(gt)
+            self.gcg_pred.append(pred)
+        elif task == Task.REGION:
+            label = _region_label(sample, turn)
+            ok = region_answer_correct(ans.parsed.clean_text, label)
+            self.region_ok += int(ok)
+            self.region_total += 1
+            scores["correct"] = float(ok)
+        if self.keep_results:
+            self.results.append(
+                TurnResult(task, self.processor.render_prompt(turn), ans.text, self.processor.render_answer(turn, sample), scores)
+            )
+        return scores
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, metric in self.seg.items():
+            if int(metric.count):
+                r = metric.compute()
+                out[f"{name}/giou"] = float(r["giou"])
+                out[f"{name}/ciou"] = float(r["ciou"])
+        if int(self.seg_all.count):
+            r = self.seg_all.compute()
+            out["seg/giou"], out["seg/ciou"] = float(r["giou"]), float(r["ciou"])
+        r = self.empty.compute()
+        for k in ("n_acc", "t_acc"):
+            if not math.isnan(float(r[k])):
+                out[k] = float(r[k])
+        if int(self.rec.total):
+            out["rec/acc50"] = float(self.rec.compute())
+        if self.count_total:
+            out["multi/count_acc"] = self.count_ok / self.count_total
+        if self.region_total:
+            out["region/acc"] = self.region_ok / self.region_total
+        if self.gcg_gt:
+            g = gcg_scores(self.gcg_pred, self.gcg_gt)
+            for k, v in g.items():
+                if not math.isnan(v):
+                    out[f"gcg/{k}"] = float(v)
+        return out
+
+
+def _region_label(sample: GroundingSample, turn: Turn) -> str:
+    """The label of the object the region question points at: the target whose box is the region's."""
+    idx = [p.index for p in turn.prompt if isinstance(p, RegionRef)]
+    if not idx:
+        return ""
+    region = sample.regions[idx[0]]
+    best, best_d = "", math.inf
+    for t in sample.targets:
+        d = float(np.abs(t.box - region).sum())
+        if d < best_d:
+            best, best_d = t.label, d
+    return best
+
