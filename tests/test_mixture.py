@@ -111,6 +111,13 @@ def test_other_validation():
         DatasetMixture([Numbers("a", 3)], [1], length=3)[3]
 
 
+def instantiate(parser: ArgumentParser, cfg):
+    """``parser.instantiate`` (jsonargparse >= 4.49) or its older name."""
+    if hasattr(parser, "instantiate"):
+        return parser.instantiate(cfg)
+    return parser.instantiate_classes(cfg)
+
+
 def test_mixture_config_from_yaml_with_class_path(tmp_path):
     g = np.random.default_rng(0)
     m = np.zeros((8, 8), bool)
@@ -139,7 +146,7 @@ mixture:
     parser = ArgumentParser()
     parser.add_argument("--mixture", type=MixtureConfig)
     cfg = parser.parse_object(yaml.safe_load(config))
-    init = parser.instantiate_classes(cfg)
+    init = instantiate(parser, cfg)
     mc = init.mixture
     assert isinstance(mc, MixtureConfig) and all(isinstance(s, DatasetSpec) for s in mc.datasets)
     assert isinstance(mc.datasets[0].dataset, RefCOCO) and mc.datasets[0].dataset.split == "train"
@@ -147,3 +154,25 @@ mixture:
     mix = mc.build()
     assert len(mix) == 50 and mix.weights.tolist() == [0.75, 0.25]
     assert all(isinstance(mix[i], GroundingSample) for i in range(5))
+
+
+def test_dataset_mixture_itself_as_a_class_path_dataset(tmp_path):
+    """The datamodule's route: ``train: {class_path: data.DatasetMixture, init_args: ...}``."""
+    config = """
+train:
+  class_path: data.DatasetMixture
+  init_args:
+    length: 20
+    weights: [1.0, 3.0]
+    seed: 2
+    datasets:
+      - class_path: data.synthetic.SyntheticGrounding
+        init_args: {split: train, length: 4, image_size: 32}
+      - class_path: data.synthetic.SyntheticGrounding
+        init_args: {split: val, length: 4, image_size: 32}
+"""
+    parser = ArgumentParser()
+    parser.add_argument("--train", type=Dataset)
+    mix = instantiate(parser, parser.parse_object(yaml.safe_load(config))).train
+    assert isinstance(mix, DatasetMixture) and mix.weights.tolist() == [0.25, 0.75] and mix.seed == 2
+    assert isinstance(mix[0], GroundingSample)
