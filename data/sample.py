@@ -104,6 +104,7 @@ class GroundingSample:
 
     ``image``: H x W x 3 uint8 RGB. ``targets``: objects the answers refer to. ``regions``: R x 4 xyxy boxes
     for the ``RegionRef`` parts of the prompts. ``source``: dataset name and record id, for error messages.
+    ``ignore``: optional bool H x W of pixels left out of evaluation (e.g. ReasonSeg's "ignore" polygons).
     """
 
     image: np.ndarray
@@ -111,6 +112,7 @@ class GroundingSample:
     targets: list[Target] = field(default_factory=list)
     regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     source: str = ""
+    ignore: np.ndarray | None = None
 
     def __post_init__(self):
         self.regions = np.asarray(self.regions, dtype=np.float32).reshape(-1, 4)
@@ -138,6 +140,10 @@ class GroundingSample:
             for p in t.prompt:
                 if isinstance(p, RegionRef) and not 0 <= p.index < len(self.regions):
                     raise ValueError(f"prompt refers to region {p.index} but there are {len(self.regions)}{where}")
+        if self.ignore is not None:
+            self.ignore = np.asarray(self.ignore, dtype=bool)
+            if self.ignore.shape != img.shape[:2]:
+                raise ValueError(f"ignore mask is {self.ignore.shape} but the image is {img.shape[:2]}{where}")
         for i, tg in enumerate(self.targets):
             if tg.mask is not None and tg.mask.shape != img.shape[:2]:
                 raise ValueError(

@@ -137,8 +137,9 @@ class Evaluator:
             gt = _union([sample.targets[i].mask for i in turn.target_indices if sample.targets[i].mask is not None], hw)
             pred = _union(masks, hw)
             metric = self.seg[SEG_GROUPS[task]]
-            metric.update([pred], [gt])
-            self.seg_all.update([pred], [gt])
+            ignore = None if sample.ignore is None else [sample.ignore]
+            metric.update([pred], [gt], ignore)
+            self.seg_all.update([pred], [gt], ignore)
             target_empty = len(turn.target_indices) == 0
             pred_empty = ans.parsed.num_seg == 0
             self.empty.update([pred_empty], [target_empty])
