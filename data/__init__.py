@@ -20,6 +20,7 @@ from data.sample import (
     VideoSample,
     VideoTarget,
 )
+from data.synthetic import Scene, ShapeObject, SyntheticGrounding, SyntheticVideos, VideoScene, render_scene, render_video
 from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn
 from data.video_datasets import LazyFrames, MeViS, RefYouTubeVOS
 
@@ -59,4 +60,11 @@ __all__ = [
     "rec_turn",
     "referring_turn",
     "region_turn",
+    "Scene",
+    "ShapeObject",
+    "SyntheticGrounding",
+    "SyntheticVideos",
+    "VideoScene",
+    "render_scene",
+    "render_video",
 ]

@@ -219,7 +219,10 @@ class Scene:
         for full, vis in zip(self.full_masks, self.masks):
             x1, y1, x2, y2 = mask_to_box(full)
             out.append(
-                ObjectFacts(float(x1), float(y1), float(x2), float(y2), int(full.sum()), int(vis.sum()), _scale(self.size))
+                ObjectFacts(
+                    float(x1), float(y1), float(x2), float(y2),
+                    int(np.count_nonzero(full)), int(np.count_nonzero(vis)), _scale(self.size),
+                )
             )
         return out
 
@@ -286,6 +289,8 @@ def render_scene(
     objects: list[ShapeObject] = []
     fulls: list[np.ndarray] = []
     visible: list[np.ndarray] = []
+    full_counts: list[int] = []
+    visible_counts: list[int] = []
     min_pixels = max(12, int(0.002 * size[0] * size[1]))
     for _ in range(n):
         for _attempt in range(40):
@@ -297,17 +302,25 @@ def render_scene(
             ):
                 continue
             full = obj.draw_mask(size)
-            if full.sum() < min_pixels:
+            count = int(np.count_nonzero(full))
+            if count < min_pixels:
                 continue
-            new_visible = [v & ~full for v in visible]
-            if all(nv.sum() >= MIN_VISIBLE_FRACTION * f.sum() for nv, f in zip(new_visible, fulls)):
+            box = _window(obj, size)
+            covered = [int(np.count_nonzero(v[box] & full[box])) for v in visible]
+            if all(vc - c >= MIN_VISIBLE_FRACTION * fc for vc, c, fc in zip(visible_counts, covered, full_counts)):
+                for v in visible:
+                    v[box] &= ~full[box]
+                visible_counts = [vc - c for vc, c in zip(visible_counts, covered)]
                 objects.append(obj)
                 fulls.append(full)
-                visible = new_visible + [full.copy()]
+                full_counts.append(count)
+                visible.append(full.copy())
+                visible_counts.append(count)
                 break
     image = bg.image.copy()
     for obj, full in zip(objects, fulls):
-        image[full] = obj.rgb
+        box = _window(obj, size)
+        image[box][full[box]] = obj.rgb
     empty = np.zeros((0, *size), bool)
     return Scene(
         image=image,
@@ -316,6 +329,15 @@ def render_scene(
         full_masks=np.stack(fulls) if fulls else empty,
         background=bg.name,
     )
+
+
+def _window(obj: ShapeObject, size: tuple[int, int]) -> tuple[slice, slice]:
+    """(rows, cols) slices of the image that contain every pixel of ``obj``'s whole shape."""
+    pts = obj.polygon()
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    h, w = size
+    return slice(max(0, y0), max(0, min(h, y1))), slice(max(0, x0), max(0, min(w, x1)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -494,22 +516,27 @@ _RELATION_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 
 def relation_holds(rel: str, b: ObjectFacts, a: ObjectFacts) -> bool | None:
-    """Whether ``b`` is ``rel`` ``a``: True when b's centre is beyond a's near edge and b's far edge is beyond a's
-    centre; False when b's centre is not beyond a's centre at all; None (too close to call) in between."""
+    """Whether ``b`` is ``rel`` ``a`` (three-valued; None: too close to call).
+
+    True when the centre displacement points mostly along the relation's direction (at least as much as across
+    it), b's centre is beyond a's near edge and b's far edge is beyond a's centre. False when b's centre is not
+    beyond a's centre at all, or the displacement is mostly across (at most half along). None in between.
+    """
+    dx, dy = b.cx - a.cx, b.cy - a.cy
     if rel == "left of":
-        d_center, d_edge, d_far = a.cx - b.cx, a.x1 - b.cx, a.cx - b.x2
+        main, other, edge, far = -dx, dy, a.x1 - b.cx, a.cx - b.x2
     elif rel == "right of":
-        d_center, d_edge, d_far = b.cx - a.cx, b.cx - a.x2, b.x1 - a.cx
+        main, other, edge, far = dx, dy, b.cx - a.x2, b.x1 - a.cx
     elif rel == "above":
-        d_center, d_edge, d_far = a.cy - b.cy, a.y1 - b.cy, a.cy - b.y2
+        main, other, edge, far = -dy, dx, a.y1 - b.cy, a.cy - b.y2
     elif rel == "below":
-        d_center, d_edge, d_far = b.cy - a.cy, b.cy - a.y2, b.y1 - a.cy
+        main, other, edge, far = dy, dx, b.cy - a.y2, b.y1 - a.cy
     else:
         raise ValueError(f"unknown relation {rel!r}")
-    if d_edge >= 0 and d_far >= 0:
-        return True
-    if d_center <= 0:
+    if main <= 0 or main <= 0.5 * abs(other):
         return False
+    if edge >= 0 and far >= 0 and main >= abs(other):
+        return True
     return None
 
 

@@ -42,13 +42,13 @@ class Background:
 
 @lru_cache(maxsize=None)
 def load_texture(loader: str) -> np.ndarray:
-    """The grey-level texture ``skimage.data.<loader>()`` as H x W float32 in [0, 255] (cached; read-only)."""
+    """The grey-level texture ``skimage.data.<loader>()`` as H x W uint8 (cached; read-only)."""
     import skimage.data
 
     img = np.asarray(getattr(skimage.data, loader)())
     if img.ndim == 3:
         img = cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2GRAY)
-    out = img.astype(np.float32)
+    out = np.ascontiguousarray(img.astype(np.uint8))
     out.setflags(write=False)
     return out
 
@@ -56,7 +56,7 @@ def load_texture(loader: str) -> np.ndarray:
 def texture_background(rng: np.random.Generator, size: tuple[int, int], index: int | None = None) -> Background:
     """A random crop of one photo texture, resized to ``size`` = (height, width).
 
-    Contrast is scaled to 45-85 % around a mid-grey level and a faint tint (at most ~12 % saturation) is added.
+    Contrast is scaled to 45-85 % around a random grey level and a faint tint (at most 12 % per channel) is added.
     """
     h, w = size
     k = int(rng.integers(len(TEXTURES))) if index is None else index
@@ -78,9 +78,11 @@ def texture_background(rng: np.random.Generator, size: tuple[int, int], index: i
     crop = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA if cw > w else cv2.INTER_LINEAR)
     contrast = rng.uniform(0.45, 0.85)
     level = rng.uniform(90.0, 170.0)
-    grey = (crop - crop.mean()) * contrast + level
-    tint = 1.0 + rng.uniform(-0.12, 0.12, size=3).astype(np.float32)
-    rgb = np.clip(grey[..., None] * tint[None, None, :], 0, 255).astype(np.uint8)
+    tint = 1.0 + rng.uniform(-0.12, 0.12, size=3)
+    # grey value v -> channel c: clip(((v - mean) * contrast + level) * tint[c]), as three lookup tables
+    grey = (np.arange(256, dtype=np.float64) - float(crop.mean())) * contrast + level
+    luts = [np.clip(grey * t, 0, 255).astype(np.uint8) for t in tint]
+    rgb = np.stack([lut[crop] for lut in luts], axis=-1)
     return Background(rgb, name, True)
 
 
@@ -89,8 +91,7 @@ def plain_background(rng: np.random.Generator, size: tuple[int, int]) -> Backgro
     name, rgb = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
     jitter = int(rng.integers(-8, 9))
     colour = np.clip(np.asarray(rgb, np.int16) + jitter, 0, 255).astype(np.uint8)
-    img = np.empty((size[0], size[1], 3), np.uint8)
-    img[:] = colour
+    img = np.full((size[0], size[1], 3), colour, np.uint8)
     return Background(img, f"plain {name}", False)
 
 
