@@ -34,7 +34,6 @@ from torch.utils.data import Dataset
 
 from data.sample import (
     GroundingSample,
-    GroundRef,
     RegionRef,
     Target,
     Task,
@@ -220,8 +219,13 @@ class Scene:
             x1, y1, x2, y2 = mask_to_box(full)
             out.append(
                 ObjectFacts(
-                    float(x1), float(y1), float(x2), float(y2),
-                    int(np.count_nonzero(full)), int(np.count_nonzero(vis)), _scale(self.size),
+                    float(x1),
+                    float(y1),
+                    float(x2),
+                    float(y2),
+                    int(np.count_nonzero(full)),
+                    int(np.count_nonzero(vis)),
+                    _scale(self.size),
                 )
             )
         return out
@@ -511,7 +515,12 @@ class Compare:
 
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 _RELATION_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"left of": ("left of", "to the left of"), "right of": ("to the right of", "right of"), "above": ("above",), "below": ("below",)}
+    {
+        "left of": ("left of", "to the left of"),
+        "right of": ("to the right of", "right of"),
+        "above": ("above",),
+        "below": ("below",),
+    }
 )
 
 
@@ -1063,8 +1072,8 @@ def check_turn(scene: Scene, turn: Turn, regions: np.ndarray | None = None) -> N
             raise ValueError(f"{where}: expression is ambiguous in this scene")
         if tuple(got) != targets:
             raise ValueError(f"{where}: expression selects {got}, answer grounds {targets}")
-        expected = {Task.RES: "1", Task.RES_MULTI: ">=2", Task.RES_NONE: "0", Task.REASON: "1", Task.REC: "1"}[turn.task]
         n = len(targets)
+        expected = {Task.RES_MULTI: ">=2", Task.RES_NONE: "0"}.get(turn.task, "1")
         if (expected == "1" and n != 1) or (expected == "0" and n != 0) or (expected == ">=2" and n < 2):
             raise ValueError(f"{where}: task {turn.task.value} expects {expected} targets, got {n}")
         if turn.task == Task.REC:
@@ -1080,7 +1089,9 @@ def check_turn(scene: Scene, turn: Turn, regions: np.ndarray | None = None) -> N
             o = objs[g.index]
             size = o.size if o.size != "medium" else None
             if m is None or (m.group("colour"), m.group("shape"), m.group("size")) != (o.colour, o.shape, size):
-                raise ValueError(f"{where}: phrase {g.phrase!r} does not describe object {g.index} ({o.size} {o.label})")
+                raise ValueError(
+                    f"{where}: phrase {g.phrase!r} does not describe object {g.index} ({o.size} {o.label})"
+                )
     elif turn.task == Task.REGION:
         refs = [p for p in turn.prompt if isinstance(p, RegionRef)]
         if len(refs) != 1 or regions is None:
@@ -1116,7 +1127,8 @@ def _rng(seed: int, stream: int, split: str, index: int) -> np.random.Generator:
     """The generator of one item: disjoint streams per (seed, kind of item, split, index)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
-    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(stream, SPLITS[split], int(index))))
+    seq = np.random.SeedSequence(entropy=int(seed), spawn_key=(stream, SPLITS[split], int(index)))
+    return np.random.default_rng(seq)
 
 
 class SyntheticGrounding(Dataset):
@@ -1243,7 +1255,9 @@ class VideoScene:
         return self.full_masks.reshape(*self.full_masks.shape[:2], -1).any(-1)
 
     def targets(self) -> list[VideoTarget]:
-        return [VideoTarget(obj_id=i + 1, masks=m, label=o.label) for i, (o, m) in enumerate(zip(self.objects, self.masks))]
+        return [
+            VideoTarget(obj_id=i + 1, masks=m, label=o.label) for i, (o, m) in enumerate(zip(self.objects, self.masks))
+        ]
 
 
 def _fold(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -1520,7 +1534,9 @@ class SyntheticVideos(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} items")
         rng = _rng(self.seed, 1, self.split, index)
         for _ in range(30):
-            video = render_video(rng, self.num_frames, self.image_size, self.min_objects, self.max_objects, self.textures)
+            video = render_video(
+                rng, self.num_frames, self.image_size, self.min_objects, self.max_objects, self.textures
+            )
             exprs = video_expressions(video, rng)
             if exprs:
                 break

@@ -23,7 +23,9 @@ _DETERMINERS = frozenset(
     "one two three four five six seven eight nine ten several many".split()
 )
 # First words that make the phrase plural (verb agreement: "are", pronoun "them"/"their").
-_PLURAL_DETERMINERS = frozenset("all both these those two three four five six seven eight nine ten several many".split())
+_PLURAL_DETERMINERS = frozenset(
+    "all both these those two three four five six seven eight nine ten several many".split()
+)
 
 _SINGULAR_PROMPTS: tuple[str, ...] = (
     "Please segment {e}.",
@@ -127,7 +129,8 @@ def no_target_answer(expression: str, plural: bool | None = None) -> str:
 
 
 def ground_list(targets: Sequence[int], **ref_kwargs) -> tuple[AnswerPart, ...]:
-    """``GroundRef`` parts joined as an English list: ``(g0,)``, ``(g0, " and ", g1)``, ``(g0, ", ", g1, " and ", g2)``."""
+    """``GroundRef`` parts joined as an English list: ``(g0,)``, ``(g0, " and ", g1)``,
+    ``(g0, ", ", g1, " and ", g2)``."""
     refs = [GroundRef(int(t), **ref_kwargs) for t in targets]
     parts: list[AnswerPart] = []
     for i, r in enumerate(refs):

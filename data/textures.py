@@ -95,7 +95,9 @@ def plain_background(rng: np.random.Generator, size: tuple[int, int]) -> Backgro
     return Background(img, f"plain {name}", False)
 
 
-def random_background(rng: np.random.Generator, size: tuple[int, int], textures: bool = True, texture_prob: float = 0.6) -> Background:
+def random_background(
+    rng: np.random.Generator, size: tuple[int, int], textures: bool = True, texture_prob: float = 0.6
+) -> Background:
     """A texture background with probability ``texture_prob`` (if ``textures``), else a plain one."""
     if textures and rng.random() < texture_prob:
         return texture_background(rng, size)

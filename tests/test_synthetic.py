@@ -107,9 +107,9 @@ def test_occlusion_leaves_visible_pixels_only():
             hidden = full & ~vis
             if hidden.any():
                 occluded += 1
-                # hidden pixels show an occluder's colour, not this object's
-                owners = [scene.objects[j].rgb for j in range(i + 1, len(scene.objects)) if scene.masks[j][hidden].any()]
-                assert owners
+                # every hidden pixel shows an occluder (same-colour objects never overlap), not this object
+                assert (scene.image[hidden] != np.asarray(scene.objects[i].rgb, np.uint8)).any(axis=1).all()
+                assert scene.masks[i + 1 :].any(0)[hidden].all()
                 np.testing.assert_array_equal(mask_to_box(vis), scene.boxes[i])
     assert occluded >= 10
 
@@ -217,8 +217,8 @@ def test_reasoning_answers_follow_geometry():
     from data.synthetic import Scene, ShapeObject
 
     objs, fulls = [], []
-    for k, (x, r) in enumerate([(40, 12), (110, 22), (200, 36)]):
-        o = ShapeObject("circle", ("red", "blue", "green")[k], ("small", "medium", "large")[k], (x, 100), r, 0, COLOURS[("red", "blue", "green")[k]])
+    for x, r, colour, size in [(40, 12, "red", "small"), (110, 22, "blue", "medium"), (200, 36, "green", "large")]:
+        o = ShapeObject("circle", colour, size, (x, 100), r, 0, COLOURS[colour])
         objs.append(o)
         fulls.append(o.draw_mask((200, 256)))
     scene = Scene(np.zeros((200, 256, 3), np.uint8), objs, np.stack(fulls), np.stack(fulls))
@@ -391,3 +391,24 @@ def test_render_grid_png():
         rows.append(np.concatenate([strip, text], 0))
     assert cv2.imwrite(str(OUTPUT / "synthetic_videos.png"), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     assert path.stat().st_size > 10_000
+
+
+def test_any_size_and_seed_gives_checked_samples():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        seed=st.integers(0, 2**31),
+        h=st.integers(40, 200),
+        w=st.integers(40, 200),
+        index=st.integers(0, 10**6),
+        split=st.sampled_from(["train", "val", "test"]),
+    )
+    def check(seed, h, w, index, split):
+        ds = SyntheticGrounding(split, length=10**6 + 1, image_size=(h, w), turns_per_sample=7, seed=seed)
+        scene, sample = ds.generate(index)
+        assert sample.image.shape == (h, w, 3)
+        check_sample(scene, sample)
+
+    check()
