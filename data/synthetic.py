@@ -1123,6 +1123,19 @@ def check_sample(scene: Scene, sample: GroundingSample) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _as_task(task: Task | str) -> Task:
+    """A ``Task`` from itself, its value ("rec") or its name ("REC")."""
+    if isinstance(task, Task):
+        return task
+    try:
+        return Task(task)
+    except ValueError:
+        try:
+            return Task[str(task).upper()]
+        except KeyError:
+            raise ValueError(f"unknown task {task!r}; expected one of {[t.value for t in Task]}") from None
+
+
 def _rng(seed: int, stream: int, split: str, index: int) -> np.random.Generator:
     """The generator of one item: disjoint streams per (seed, kind of item, split, index)."""
     if split not in SPLITS:
@@ -1138,9 +1151,10 @@ class SyntheticGrounding(Dataset):
         split: "train", "val" or "test" (disjoint seed streams).
         length: number of items.
         image_size: int or (H, W), pixels.
-        tasks: the tasks to draw turns from (default: every ``Task``); e.g. ``[Task.REC]`` for per-task
-            evaluation. Turn ``j`` of item ``i`` asks ``tasks[(i * turns_per_sample + j) % len(tasks)]``, so tasks
-            are balanced exactly; the turns of a sample are then shuffled.
+        tasks: the tasks to draw turns from (default: every ``Task``; members, names "REC" or values "rec"),
+            e.g. ``[Task.REC]`` for per-task evaluation. Turn ``j`` of item ``i`` asks
+            ``tasks[(i * turns_per_sample + j) % len(tasks)]``, so tasks are balanced exactly; the turns of a sample
+            are then shuffled.
         turns_per_sample: turns about the same image in one sample (several objects per forward pass).
         seed: base seed; items are deterministic per (seed, split, index).
         textures: allow photo-texture backgrounds (else plain grey levels only).
@@ -1155,7 +1169,7 @@ class SyntheticGrounding(Dataset):
         split: str = "train",
         length: int = 1000,
         image_size: int | tuple[int, int] = 256,
-        tasks: Sequence[Task] | None = None,
+        tasks: Sequence[Task | str] | None = None,
         turns_per_sample: int = 1,
         seed: int = 0,
         textures: bool = True,
@@ -1171,7 +1185,7 @@ class SyntheticGrounding(Dataset):
         self.split = split
         self.length = int(length)
         self.image_size = _as_size(image_size)
-        self.tasks = tuple(Task(t) for t in (ALL_TASKS if tasks is None else tasks))
+        self.tasks = tuple(_as_task(t) for t in (ALL_TASKS if tasks is None else tasks))
         if not self.tasks:
             raise ValueError("tasks must not be empty")
         self.turns_per_sample = int(turns_per_sample)

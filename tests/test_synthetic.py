@@ -141,6 +141,9 @@ def test_every_task_is_produced_and_checked():
 
 
 def test_single_task_datasets():
+    assert SyntheticGrounding(tasks=["rec", "RES_MULTI"]).tasks == (Task.REC, Task.RES_MULTI)
+    with pytest.raises(ValueError, match="unknown task"):
+        SyntheticGrounding(tasks=["segment"])
     ds = SyntheticGrounding("test", length=12, tasks=[Task.REC], turns_per_sample=2)
     for i in range(len(ds)):
         scene, sample = ds.generate(i)
