@@ -1,0 +1,158 @@
+"""The grounding model core on tiny random configs of the real architectures."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from conftest import build_tiny, two_squares_sample
+from data import GroundingSample, GroundRef, Target, Task, Turn
+from grounding.model import seg_state_positions
+from grounding.processor import IGNORE_INDEX
+
+
+def _count_encoder_calls(model):
+    enc = model.mask_head.image_encoder
+    calls = {"n": 0, "images": 0}
+    orig = enc.forward
+
+    def wrapped(x, *a, **k):
+        calls["n"] += 1
+        calls["images"] += x.shape[0]
+        return orig(x, *a, **k)
+
+    enc.forward = wrapped
+    return calls
+
+
+def test_labels_only_on_answers_and_seg_targets_in_order(tiny_kind, sample):
+    model, proc = build_tiny(tiny_kind)
+    enc = proc.encode(sample)
+    ids, labels = enc.input_ids, enc.labels
+    labelled = ids[labels != IGNORE_INDEX]
+    text = proc.tokenizer.decode(labelled)
+    # every answer (with its end-of-turn token) is labelled, and nothing of the prompts
+    assert "Sure, it is [SEG]." in text and "There is no green star" in text
+    assert "Please segment" not in text and "<region>" not in text
+    assert text.count(proc.tokenizer.eos_token) == len(sample.turns)
+    # [SEG] order: RES target 0, then GCG targets 0 and 1
+    assert enc.seg_masks.shape[0] == 3
+    m = [enc.geometry.mask_to_input(sample.targets[i].mask) for i in (0, 0, 1)]
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(enc.seg_masks, m))
+    assert int((ids == model.tokens.region).sum()) == 1
+
+
+class ForceAt(LogitsProcessor):
+    """Force token ``steps[k]`` at new-token step k (the model's hidden states are untouched)."""
+
+    def __init__(self, prompt_len, steps):
+        self.prompt_len, self.steps = prompt_len, steps
+
+    def __call__(self, input_ids, scores):
+        k = input_ids.shape[1] - self.prompt_len
+        if k in self.steps:
+            scores = torch.full_like(scores, -1e9)
+            scores[:, self.steps[k]] = 0
+        return scores
+
+
+def test_seg_state_is_the_same_in_training_and_generation(tiny_kind, sample):
+    """Teacher-forcing the generated sequence gives the [SEG] states generate() used."""
+    model, proc = build_tiny(tiny_kind)
+    seg = model.tokens.seg
+    req = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
+    emb = model.encode_images(req.sam_images)
+    gen = model.vision_llm.generate(
+        req.input_ids, req.attention_mask, req.image_inputs, req.token_fields,
+        image_features=emb if model.vision_llm.uses_mask_head_features else None,
+        max_new_tokens=12,
+        suppress_tokens=[proc.tokenizer.eos_token_id, proc.tokenizer.pad_token_id],
+        logits_processor=LogitsProcessorList([ForceAt(req.input_ids.shape[1], {3: seg, 7: seg})]),
+    )
+    new = gen.sequences[0]
+    assert int((new == seg).sum()) >= 2
+    prompt_len = req.input_ids.shape[1]
+    full = torch.cat([req.input_ids[0], new])[None]
+    fields = {k: torch.cat([v, torch.zeros(1, len(new), dtype=v.dtype)], 1) for k, v in req.token_fields.items()}
+    tf = model.vision_llm(full, torch.ones_like(full), req.image_inputs, fields,
+                          image_features=emb if model.vision_llm.uses_mask_head_features else None)
+    pos = seg_state_positions(full, seg)
+    pos[:, : prompt_len - 1] = False
+    # training takes the state at p-1 for a [SEG] at p; generation keeps the state that predicted each token
+    assert torch.allclose(tf.hidden[pos], gen.hidden[0][new == seg], atol=1e-4)
+    states = tf.hidden[0, prompt_len - 1 : prompt_len - 1 + len(new)]
+    assert torch.allclose(gen.hidden[0], states, atol=1e-4)
+
+
+def test_image_encoder_runs_once_per_image(sample):
+    model, proc = build_tiny("composed")
+    calls = _count_encoder_calls(model)
+    # three questions about one image, one about another: two encoder images
+    other = two_squares_sample(40, 40, "other")
+    reqs = [proc.encode_request(sample.image, p) for p in ("Segment the red square.", "Segment the blue square.", "Where is it?")]
+    reqs.append(proc.encode_request(other.image, "Segment the red square."))
+    batch = proc.collate(reqs, padding_side="left")
+    model.generate(batch, max_new_tokens=4)
+    assert calls["images"] == 2 and calls["n"] == 1
+    # training forward with several [SEG] in one sample: still once per image
+    calls["n"] = calls["images"] = 0
+    model(proc.collate([proc.encode(sample)]))
+    assert calls["images"] == 1
+
+
+def test_answer_without_seg_and_batch_with_empty_samples(tiny_kind):
+    model, proc = build_tiny(tiny_kind)
+    s = two_squares_sample()
+    no_seg = GroundingSample(s.image, [s.turns[4]], s.targets, source="none")  # RES_NONE only
+    batch = proc.collate([proc.encode(no_seg), proc.encode(s)])
+    out = model(batch)
+    assert out.seg_hidden.shape[0] == 3 and out.mask_logits.shape[0] == 3
+    only_empty = proc.collate([proc.encode(no_seg)])
+    out = model(only_empty)
+    assert out.seg_hidden.shape[0] == 0 and out.mask_logits is None
+    from grounding.losses import LossWeights, grounding_loss
+
+    loss, parts = grounding_loss(out, only_empty, LossWeights())
+    assert torch.isfinite(loss) and "bce" not in parts
+
+
+def test_seg_count_mismatch_is_a_clear_error(sample):
+    model, proc = build_tiny("llava")
+    batch = proc.collate([proc.encode(sample)])
+    batch.seg_masks = batch.seg_masks[:1]
+    with pytest.raises(ValueError, match=r"\[SEG\] tokens but 1 mask targets"):
+        model(batch)
+
+
+def test_llava_path_equals_transformers_forward(sample):
+    model, proc = build_tiny("llava", region_encoder=False)
+    enc = proc.encode(GroundingSample(sample.image, sample.turns[:1], sample.targets))
+    batch = proc.collate([enc])
+    ours = model.vision_llm(batch.input_ids, batch.attention_mask, batch.image_inputs, batch.token_fields)
+    ref = model.vision_llm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.image_inputs)
+    assert torch.allclose(ours.logits, ref.logits, atol=1e-5)
+
+
+def test_region_features_reach_the_region_token(sample):
+    model, proc = build_tiny("llava")
+    s = GroundingSample(sample.image, [sample.turns[1]], sample.targets, sample.regions)
+    b1 = proc.collate([proc.encode(s)])
+    s2 = GroundingSample(sample.image, [sample.turns[1]], sample.targets, regions=[[0, 0, 10, 10]])
+    b2 = proc.collate([proc.encode(s2)])
+    o1, o2 = model(b1), model(b2)
+    pos = int((b1.input_ids[0] == model.tokens.region).nonzero()[0, 0])
+    assert not torch.allclose(o1.logits[0, pos], o2.logits[0, pos])
+    assert torch.allclose(o1.logits[0, : pos - 1], o2.logits[0, : pos - 1], atol=1e-6)
+
+
+def test_box_before_seg_prompts_the_decoder(sample):
+    from grounding.processor import ProcessorConfig
+    from grounding.presets import TinyPreset
+    from grounding.model import HeadOptions
+
+    model, proc = TinyPreset("llava").build(HeadOptions(), ProcessorConfig(seg_with_box=True))
+    enc = proc.encode(GroundingSample(sample.image, sample.turns[:1], sample.targets))
+    text = proc.tokenizer.decode(enc.input_ids)
+    assert "<box>[" in text and "</box> [SEG]" in text
+    expected = enc.geometry.boxes_to_input(sample.targets[0].box)[0]
+    assert np.allclose(enc.seg_boxes[0].numpy(), expected, atol=64 / 999)
