@@ -221,11 +221,15 @@ class GroundingProcessor:
             labels.extend(piece_ids if is_answer else [IGNORE_INDEX] * len(piece_ids))
         return ids, labels, fields, image_inputs
 
+    @staticmethod
+    def image_key(sam_image: torch.Tensor) -> str:
+        """Content hash of a preprocessed image (the feature-cache and dedup key)."""
+        return hashlib.sha1(sam_image.numpy().tobytes()).hexdigest()
+
     def _image(self, image: np.ndarray):
         img = as_rgb_uint8(image)
         sam_image, geometry = self.image_transform(img)
-        key = hashlib.sha1(sam_image.numpy().tobytes()).hexdigest()
-        return img, sam_image, geometry, key
+        return img, sam_image, geometry, self.image_key(sam_image)
 
     def encode(self, sample: GroundingSample) -> EncodedSample:
         """A training sample: every turn with its answer; labels on answer tokens only."""
