@@ -28,8 +28,18 @@ class LossWeights:
     """MSE between the decoder's predicted IoU and the mask's real IoU (0 freezes the IoU head)."""
 
 
-def answer_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token CE over labelled positions (labels are aligned with inputs; shifted here)."""
+def answer_ce(logits: torch.Tensor, labels: torch.Tensor, logits_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token CE over labelled positions (labels are aligned with inputs; shifted here).
+
+    ``logits``: B x L x V, or N x V computed at the True positions of ``logits_mask`` (B x L), which must
+    cover every position whose next token is labelled."""
+    if logits_mask is not None:
+        targets = torch.full_like(labels, IGNORE_INDEX)
+        targets[:, :-1] = labels[:, 1:]
+        targets = targets[logits_mask]
+        if targets.numel() == 0 or (targets != IGNORE_INDEX).sum() == 0:
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     if (shift_labels != IGNORE_INDEX).sum() == 0:
@@ -71,7 +81,7 @@ def upsample_to(logits: torch.Tensor, size: int) -> torch.Tensor:
 
 def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its parts for a ``GroundingForward`` and its ``GroundingBatch``."""
-    parts = {"ce": answer_ce(forward.logits, batch.labels)}
+    parts = {"ce": answer_ce(forward.logits, batch.labels, forward.logits_mask)}
     total = weights.ce * parts["ce"]
     if forward.mask_logits is not None and len(forward.mask_logits):
         S = batch.seg_masks.shape[-1]

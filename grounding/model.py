@@ -17,7 +17,7 @@ from torch import nn
 
 from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
-from grounding.processor import GroundingBatch
+from grounding.processor import IGNORE_INDEX, GroundingBatch
 from grounding.tokens import GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM
 
@@ -40,11 +40,12 @@ class HeadOptions:
 
 @dataclass
 class GroundingForward:
-    logits: torch.Tensor  # B x L x V
+    logits: torch.Tensor  # B x L x V, or N x V at the True positions of logits_mask
     seg_hidden: torch.Tensor  # N x D, one row per [SEG] in (sample, position) order
     mask_logits: torch.Tensor | None  # N x 1 x h' x w' low-res logits over the input frame
     iou: torch.Tensor | None  # N x 1 predicted IoU
     image_embeddings: torch.Tensor  # B x C x h x w
+    logits_mask: torch.Tensor | None = None  # B x L bool (None: logits everywhere)
 
 
 @dataclass
@@ -153,7 +154,15 @@ class GroundingModel(nn.Module):
         return pred.low_res_logits, pred.iou
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, batch: GroundingBatch, image_embeddings: torch.Tensor | None = None) -> GroundingForward:
+    def forward(
+        self, batch: GroundingBatch, image_embeddings: torch.Tensor | None = None, all_logits: bool = False
+    ) -> GroundingForward:
+        """Teacher-forced forward. Logits are computed only where the next token is labelled, unless
+        ``all_logits``."""
+        logits_mask = None
+        if not all_logits:
+            logits_mask = torch.zeros_like(batch.labels, dtype=torch.bool)
+            logits_mask[:, :-1] = batch.labels[:, 1:] != IGNORE_INDEX
         if image_embeddings is None:
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         out = self.vision_llm(
@@ -163,6 +172,7 @@ class GroundingModel(nn.Module):
             batch.token_fields,
             image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
             inject=self._inject(image_embeddings, batch.regions),
+            logits_mask=logits_mask,
         )
         pos = seg_state_positions(batch.input_ids, self.tokens.seg)
         seg_hidden = out.hidden[pos]
@@ -173,7 +183,7 @@ class GroundingModel(nn.Module):
         mask_logits = iou = None
         if seg_hidden.shape[0]:
             mask_logits, iou = self.decode_masks(image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes)
-        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings)
+        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -139,7 +139,7 @@ def test_region_features_reach_the_region_token(sample):
     b1 = proc.collate([proc.encode(s)])
     s2 = GroundingSample(sample.image, [sample.turns[1]], sample.targets, regions=[[0, 0, 10, 10]])
     b2 = proc.collate([proc.encode(s2)])
-    o1, o2 = model(b1), model(b2)
+    o1, o2 = model(b1, all_logits=True), model(b2, all_logits=True)
     pos = int((b1.input_ids[0] == model.tokens.region).nonzero()[0, 0])
     assert not torch.allclose(o1.logits[0, pos], o2.logits[0, pos])
     assert torch.allclose(o1.logits[0, : pos - 1], o2.logits[0, : pos - 1], atol=1e-6)
@@ -156,3 +156,14 @@ def test_box_before_seg_prompts_the_decoder(sample):
     assert "<box>[" in text and "</box> [SEG]" in text
     expected = enc.geometry.boxes_to_input(sample.targets[0].box)[0]
     assert np.allclose(enc.seg_boxes[0].numpy(), expected, atol=64 / 999)
+
+
+def test_logits_only_where_labelled_give_the_same_loss(tiny_kind, sample):
+    from grounding.losses import answer_ce
+
+    model, proc = build_tiny(tiny_kind)
+    batch = proc.collate([proc.encode(sample), proc.encode(two_squares_sample(40, 56, "b"))])
+    full = model(batch, all_logits=True)
+    part = model(batch)
+    assert part.logits.shape[0] == int(part.logits_mask.sum()) < full.logits.shape[0] * full.logits.shape[1]
+    assert torch.allclose(answer_ce(full.logits, batch.labels), answer_ce(part.logits, batch.labels, part.logits_mask), atol=1e-5)

@@ -34,8 +34,9 @@ class EncodedPrompt:
 
 @dataclass
 class VisionLLMOutput:
-    logits: torch.Tensor  # B x L x V
+    logits: torch.Tensor  # B x L x V, or N x V for the True positions of ``logits_mask``
     hidden: torch.Tensor  # B x L x D, last layer (after the final norm)
+    logits_mask: torch.Tensor | None = None  # B x L bool: where logits were computed (None: everywhere)
 
 
 @dataclass
@@ -91,7 +92,9 @@ class VisionLLM(nn.Module):
         token_fields: dict[str, torch.Tensor] | None = None,
         image_features: torch.Tensor | None = None,
         inject: dict[int, torch.Tensor] | None = None,
+        logits_mask: torch.Tensor | None = None,
     ) -> VisionLLMOutput:  # pragma: no cover
+        """``logits_mask`` (B x L bool): compute logits only there (the vocabulary projection is costly)."""
         raise NotImplementedError
 
     def generate(

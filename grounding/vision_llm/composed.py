@@ -110,11 +110,14 @@ class ComposedVisionLLM(VisionLLM):
         feats[self.image_token_id] = self.image_tokens(image_inputs, image_features)
         return feats
 
-    def forward(self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None):
+    def forward(
+        self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None, logits_mask=None
+    ):
         feats = self._inject(image_inputs, image_features, inject)
+        kw = {} if logits_mask is None else {"logits_to_keep": logits_mask}
         with inject_embeddings(self.get_input_embeddings(), feats):
-            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return VisionLLMOutput(out.logits, out.hidden_states[-1])
+            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw)
+        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
 
     @torch.no_grad()
     def generate(

@@ -64,10 +64,15 @@ class HFVisionLLM(VisionLLM):
         kw.update(token_fields or {})
         return kw
 
-    def forward(self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None):
+    def forward(
+        self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None, logits_mask=None
+    ):
+        kw = self._kwargs(input_ids, attention_mask, image_inputs, token_fields)
+        if logits_mask is not None:
+            kw["logits_to_keep"] = logits_mask
         with inject_embeddings(self.get_input_embeddings(), inject or {}):
-            out = self.model(**self._kwargs(input_ids, attention_mask, image_inputs, token_fields), output_hidden_states=True)
-        return VisionLLMOutput(out.logits, out.hidden_states[-1])
+            out = self.model(**kw, output_hidden_states=True)
+        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
 
     @torch.no_grad()
     def generate(
