@@ -2,6 +2,7 @@
 
     grounding fit|validate|test --config configs/tiny.yaml     # LightningCLI (training / evaluation)
     grounding predict --image IMG --prompt "..." --out DIR      # one image -> overlay PNG + JSON
+    grounding serve --model default --port 8000                 # HTTP server: POST /v1/predict
 
 Run ``grounding <command> --help`` for each command's options.
 """
@@ -40,6 +41,7 @@ commands:
   validate   evaluate on the validation set (cIoU, gIoU, N-acc, Acc@0.5, ...)
   test       evaluate on the test set
   predict    ground a prompt in one image: overlay PNG + JSON (boxes, RLE masks)
+  serve      HTTP server: POST /v1/predict (multipart image + prompt), GET /healthz, OpenAPI at /docs
 """
 
 
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from grounding.commands import predict_main
 
         return predict_main(rest)
+    if cmd == "serve":
+        from grounding.commands import serve_main
+
+        return serve_main(rest)
     print(f"grounding: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -247,17 +247,19 @@ class GroundingPredictor:
             masks = [m[0].cpu().numpy() > 0 for m in full]
             scores = [float(s) for s in ans.scores.float().clamp(0, 1).cpu()]
         segments = []
+        skipped = [f"{reason} at characters {a}-{b}" for a, b, reason in ans.parsed.skipped]
         for s in ans.parsed.segments:
             phrase = s.phrase or default_phrase
             if s.seg_index is not None:
                 if s.seg_index >= len(masks):
+                    # "[SEG]" written as plain text (not the [SEG] token) has no hidden state, so no mask
+                    skipped.append(f"[SEG] without a mask (not the [SEG] token) at characters {s.start}-{s.end}")
                     continue
                 mask = masks[s.seg_index]
                 box = s.box if s.box is not None else mask_box(mask)
                 segments.append(Segment(phrase, box, mask, scores[s.seg_index], "seg"))
             else:
                 segments.append(Segment(phrase, s.box, None, 1.0, "box"))
-        skipped = [f"{reason} at characters {a}-{b}" for a, b, reason in ans.parsed.skipped]
         return GroundingResult(ans.parsed.clean_text, segments, ans.text, (h, w), skipped)
 
     def _boxes_to_masks(self, results, batch, emb) -> None:

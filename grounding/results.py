@@ -76,6 +76,31 @@ class GroundingResult:
             "skipped": list(self.skipped),
         }
 
+    def labels(self) -> list[str]:
+        """One label per segment: its phrase (or ``#i``), with the mask score for masks from ``[SEG]``/SAM."""
+        out = []
+        for i, s in enumerate(self.segments):
+            name = s.phrase or f"#{i + 1}"
+            out.append(name if s.mask is None else f"{name} {s.score:.2f}")
+        return out
+
+    def draw(self, image, alpha: float = 0.45, **kwargs) -> np.ndarray:
+        """``image`` (H x W x 3 uint8 RGB, the original frame) with every segment drawn by
+        ``demo.visualize.draw_overlay``: masks blended and outlined, boxes, labels; a new RGB array."""
+        from demo.visualize import draw_overlay
+
+        img = np.asarray(image)
+        if img.shape[:2] != tuple(self.image_size):
+            raise ValueError(f"the image is {img.shape[:2]} (H, W) but the result is for {tuple(self.image_size)}")
+        return draw_overlay(
+            img,
+            masks=[s.mask for s in self.segments],
+            boxes=[s.box for s in self.segments],
+            labels=self.labels(),
+            alpha=alpha,
+            **kwargs,
+        )
+
     def to_coco(self, image_id: int = 0, category_id: int = 1) -> list[dict]:
         """COCO result records: one per segment (``segmentation`` RLE when there is a mask, ``bbox`` xywh)."""
         out = []
