@@ -222,7 +222,12 @@ class GroundingPredictor:
             except ValueError as e:
                 raise InvalidPromptError(str(e)) from None
         batch = self.processor.collate(reqs, padding_side="left").to(self.device)
-        emb = None if embedding is None else embedding.expand(len(reqs), -1, -1, -1)
+        t_pre = time.perf_counter()
+        if embedding is None:  # predict_batch: each distinct image encoded once, for generation and masks alike
+            with torch.no_grad():
+                emb = self.model.encode_images(batch.sam_images, batch.image_keys)
+        else:
+            emb = embedding.expand(len(reqs), -1, -1, -1)
         t1 = time.perf_counter()
         answers = self.model.generate(batch, max_new_tokens=max_new_tokens or self.max_new_tokens, image_embeddings=emb)
         t2 = time.perf_counter()
@@ -235,7 +240,12 @@ class GroundingPredictor:
             self._boxes_to_masks(results, batch, emb)
         t3 = time.perf_counter()
         for r in results:
-            r.timings.update({"encode": t1 - t0, "generate": t2 - t1, "masks": t3 - t2})
+            # seconds: prompts -> tokens (preprocess), image encoder (set_image; predict sets it itself), the
+            # vision-LLM's generation with [SEG] mask decoding (generate), box-to-mask decoding and results (masks)
+            r.timings.update({"preprocess": t_pre - t0, "generate": t2 - t1, "masks": t3 - t2})
+            if embedding is None:
+                r.timings["set_image"] = t1 - t_pre
+            r.timings["total"] = t3 - t0
         return results
 
     def _result(self, ans: GeneratedAnswer, geometry, default_phrase: str | None) -> GroundingResult:
