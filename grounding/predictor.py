@@ -74,9 +74,11 @@ def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise InvalidImageError(f"image has zero size: shape {arr.shape}")
     if arr.shape[0] * arr.shape[1] > max_pixels:
         raise InvalidImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {max_pixels}")
+    if arr.dtype.kind not in "biuf":
+        raise InvalidImageError(f"an image array holds numbers, got dtype {arr.dtype}")
     try:
         return as_rgb_uint8(arr)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise InvalidImageError(str(e)) from None
 
 

@@ -105,7 +105,9 @@ def check_image_bytes(data: bytes, limits: ServerLimits):
     try:
         with Image.open(io.BytesIO(data), formats=list(limits.formats)) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise _HTTPError(413, f"image too large: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         why = "" if isinstance(e, UnidentifiedImageError) else f": {e}"
         raise _HTTPError(415, f"not an image in an accepted format ({', '.join(limits.formats)}){why}") from None
     if w * h > limits.max_pixels:

@@ -15,13 +15,14 @@ from grounding.vision_llm.base import GenerationOutput
 
 
 @contextmanager
-def scripted_answers(predictor, answers: list[str] | str, *, eos: bool = True):
+def scripted_answers(predictor, answers, *, eos: bool = True):
     """While active, ``predictor``'s vision-LLM answers request ``i`` of each batch with ``answers[i]`` (one
     string: every request), as the real tokenizer's ids, with fixed random hidden states; the rest of the
-    path (token ids -> text -> parse -> [SEG] masks -> results) is the real one."""
+    path (token ids -> text -> parse -> [SEG] masks -> results) is the real one. An answer given as a tuple of
+    strings is tokenised piece by piece (so ``("[S", "EG]")`` is the text "[SEG]" without the [SEG] token)."""
     vlm = predictor.model.vision_llm
     tok = vlm.tokenizer
-    texts = [answers] if isinstance(answers, str) else list(answers)
+    texts = [answers] if isinstance(answers, (str, tuple)) else list(answers)
     original = vlm.generate
 
     def generate(input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None,
@@ -29,7 +30,9 @@ def scripted_answers(predictor, answers: list[str] | str, *, eos: bool = True):
         b = input_ids.shape[0]
         seqs = []
         for i in range(b):
-            ids = tok(texts[i % len(texts)], add_special_tokens=False)["input_ids"][:max_new_tokens]
+            text = texts[i % len(texts)]
+            pieces = text if isinstance(text, tuple) else (text,)
+            ids = [t for p in pieces for t in tok(p, add_special_tokens=False)["input_ids"]][:max_new_tokens]
             if eos and len(ids) < max_new_tokens:
                 ids = ids + [tok.eos_token_id]
             seqs.append(ids)
