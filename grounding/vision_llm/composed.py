@@ -26,12 +26,26 @@ from grounding.vision_llm.base import (
 )
 
 
+def sincos_2d(grid: int, dim: int, scale: float = 0.02) -> torch.Tensor:
+    """(grid * grid) x dim 2-D sine-cosine position codes, row-major, scaled to ``scale`` RMS-ish."""
+    quarter = dim // 4
+    freq = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    parts = [torch.sin(xs.flatten()[:, None] * freq), torch.cos(xs.flatten()[:, None] * freq),
+             torch.sin(ys.flatten()[:, None] * freq), torch.cos(ys.flatten()[:, None] * freq)]
+    pe = torch.cat(parts, dim=1)
+    if pe.shape[1] < dim:
+        pe = torch.cat([pe, torch.zeros(pe.shape[0], dim - pe.shape[1])], dim=1)
+    return pe * scale
+
+
 class ComposedVisionLLM(VisionLLM):
     """``language_model``: a transformers causal LM whose ``tokenizer`` already has the ``<image>`` token.
 
     ``feature_dim``: channels of the image features (B x C x h x w). ``grid``: side of the pooled token grid.
     ``vision_encoder``: None to take the mask head's image embeddings, else a module mapping the
-    ``pixel_values`` made by ``image_transform`` to B x C x h x w features.
+    ``pixel_values`` made by ``image_transform`` to B x C x h x w features. ``position_embedding``: add a
+    learned 2-D position embedding to the image tokens.
     """
 
     image_placeholder = IMAGE
@@ -46,6 +60,7 @@ class ComposedVisionLLM(VisionLLM):
         vision_encoder: nn.Module | None = None,
         image_transform=None,
         projector_hidden: int | None = None,
+        position_embedding: bool = False,
     ):
         super().__init__()
         self.language_model = language_model
@@ -59,6 +74,8 @@ class ComposedVisionLLM(VisionLLM):
         d = self.hidden_size
         h = projector_hidden or d
         self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, d))
+        # a learned 2-D position embedding per image token (initialised sinusoidally) makes "where" easy to read
+        self.position_embedding = nn.Parameter(sincos_2d(self.grid, d)) if position_embedding else None
         self.image_token_id = token_id(tokenizer, IMAGE)
 
     @property
@@ -103,7 +120,10 @@ class ComposedVisionLLM(VisionLLM):
         pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
         tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
         proj_dtype = self.projector[0].weight.dtype
-        return self.projector(tokens.to(proj_dtype)).flatten(0, 1)
+        out = self.projector(tokens.to(proj_dtype))
+        if self.position_embedding is not None:
+            out = out + self.position_embedding
+        return out.flatten(0, 1)
 
     def _inject(self, image_inputs, image_features, inject):
         feats = dict(inject or {})
