@@ -88,6 +88,8 @@ def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, 
         logits = upsample_to(forward.mask_logits.float(), S)
         targets = batch.seg_masks
         valid = batch.valid_masks
+        if forward.mask_index is not None:  # only a subset of the [SEG] masks was decoded
+            targets, valid = targets[forward.mask_index], valid[forward.mask_index]
         parts["bce"] = mask_bce(logits, targets, valid)
         parts["dice"] = mask_dice(logits, targets, valid)
         total = total + weights.bce * parts["bce"] + weights.dice * parts["dice"]

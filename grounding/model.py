@@ -36,6 +36,9 @@ class HeadOptions:
     """roi_align output side of the region encoder."""
     freeze_image_encoder: bool = True
     """Run the mask head's image encoder without autograd (and allow caching its features)."""
+    max_train_masks: int | None = None
+    """In training, decode at most this many [SEG] masks per batch (a random subset; the decoder runs once per
+    prompt over the whole image embedding, so it can cost as much as the language model). None: all."""
 
 
 @dataclass
@@ -46,6 +49,7 @@ class GroundingForward:
     iou: torch.Tensor | None  # N x 1 predicted IoU
     image_embeddings: torch.Tensor  # B x C x h x w
     logits_mask: torch.Tensor | None = None  # B x L bool (None: logits everywhere)
+    mask_index: torch.Tensor | None = None  # rows of the batch's [SEG] targets that were decoded (None: all)
 
 
 @dataclass
@@ -180,10 +184,21 @@ class GroundingModel(nn.Module):
             raise ValueError(
                 f"the batch has {seg_hidden.shape[0]} [SEG] tokens but {batch.seg_masks.shape[0]} mask targets"
             )
-        mask_logits = iou = None
-        if seg_hidden.shape[0]:
-            mask_logits, iou = self.decode_masks(image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes)
-        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask)
+        mask_logits = iou = mask_index = None
+        n = seg_hidden.shape[0]
+        if n:
+            limit = self.options.max_train_masks
+            if self.training and limit is not None and n > limit:
+                mask_index = torch.randperm(n, device=seg_hidden.device)[:limit].sort().values
+                mask_logits, iou = self.decode_masks(
+                    image_embeddings,
+                    seg_hidden[mask_index],
+                    batch.seg_image_index[mask_index],
+                    batch.seg_boxes[mask_index],
+                )
+            else:
+                mask_logits, iou = self.decode_masks(image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes)
+        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask, mask_index)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -167,3 +167,17 @@ def test_logits_only_where_labelled_give_the_same_loss(tiny_kind, sample):
     part = model(batch)
     assert part.logits.shape[0] == int(part.logits_mask.sum()) < full.logits.shape[0] * full.logits.shape[1]
     assert torch.allclose(answer_ce(full.logits, batch.labels), answer_ce(part.logits, batch.labels, part.logits_mask), atol=1e-5)
+
+
+def test_training_can_decode_a_subset_of_masks(sample):
+    from grounding.losses import LossWeights, grounding_loss
+
+    model, proc = build_tiny("composed", max_train_masks=2)
+    batch = proc.collate([proc.encode(sample), proc.encode(sample)])  # 6 [SEG]
+    model.train()
+    out = model(batch)
+    assert out.mask_logits.shape[0] == 2 and out.mask_index.tolist() == sorted(out.mask_index.tolist())
+    loss, parts = grounding_loss(out, batch, LossWeights())
+    assert torch.isfinite(loss) and "bce" in parts
+    model.eval()
+    assert model(batch).mask_logits.shape[0] == 6  # evaluation decodes every mask
