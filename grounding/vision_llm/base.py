@@ -84,6 +84,17 @@ class VisionLLM(nn.Module):
         return self.hf_model.get_input_embeddings()
 
     # --- compute ---------------------------------------------------------------------------------------
+    def model_inputs(self, input_ids, attention_mask, image_inputs, token_fields) -> dict:
+        """Keyword arguments of the transformers model's forward / generate."""
+        kw = dict(input_ids=input_ids, attention_mask=attention_mask)
+        kw.update(image_inputs or {})
+        kw.update(token_fields or {})
+        return kw
+
+    def injections(self, image_inputs, image_features, inject) -> dict[int, torch.Tensor]:
+        """Features to write into the input embeddings, by token id (``<region>``; composed: ``<image>``)."""
+        return dict(inject or {})
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -93,10 +104,16 @@ class VisionLLM(nn.Module):
         image_features: torch.Tensor | None = None,
         inject: dict[int, torch.Tensor] | None = None,
         logits_mask: torch.Tensor | None = None,
-    ) -> VisionLLMOutput:  # pragma: no cover
+    ) -> VisionLLMOutput:
         """``logits_mask`` (B x L bool): compute logits only there (the vocabulary projection is costly)."""
-        raise NotImplementedError
+        kw = self.model_inputs(input_ids, attention_mask, image_inputs, token_fields)
+        if logits_mask is not None:
+            kw["logits_to_keep"] = logits_mask
+        with inject_embeddings(self.get_input_embeddings(), self.injections(image_inputs, image_features, inject)):
+            out = self.hf_model(**kw, output_hidden_states=True)
+        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
 
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -107,8 +124,22 @@ class VisionLLM(nn.Module):
         inject: dict[int, torch.Tensor] | None = None,
         max_new_tokens: int = 64,
         **generate_kwargs,
-    ) -> GenerationOutput:  # pragma: no cover
-        raise NotImplementedError
+    ) -> GenerationOutput:
+        """Greedy by default; returns the new tokens and the last-layer state that predicted each."""
+        kw = self.model_inputs(input_ids, attention_mask, image_inputs, token_fields)
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        with inject_embeddings(self.get_input_embeddings(), self.injections(image_inputs, image_features, inject)):
+            out = self.hf_model.generate(
+                **kw,
+                max_new_tokens=max_new_tokens,
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                **generate_kwargs,
+            )
+        new = out.sequences[:, input_ids.shape[1] :]
+        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
 
     # --- LoRA ------------------------------------------------------------------------------------------
     def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:  # pragma: no cover

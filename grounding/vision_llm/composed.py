@@ -14,16 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grounding.tokens import IMAGE, token_id
-from grounding.vision_llm.base import (
-    EncodedPrompt,
-    GenerationOutput,
-    LoraSettings,
-    VisionLLM,
-    VisionLLMOutput,
-    apply_lora_to,
-    inject_embeddings,
-    last_hidden_per_step,
-)
+from grounding.vision_llm.base import EncodedPrompt, LoraSettings, VisionLLM, apply_lora_to
 
 
 def sincos_2d(grid: int, dim: int, scale: float = 0.02) -> torch.Tensor:
@@ -125,47 +116,13 @@ class ComposedVisionLLM(VisionLLM):
             out = out + self.position_embedding
         return out.flatten(0, 1)
 
-    def _inject(self, image_inputs, image_features, inject):
+    def model_inputs(self, input_ids, attention_mask, image_inputs, token_fields) -> dict:
+        return dict(input_ids=input_ids, attention_mask=attention_mask)
+
+    def injections(self, image_inputs, image_features, inject) -> dict[int, torch.Tensor]:
         feats = dict(inject or {})
         feats[self.image_token_id] = self.image_tokens(image_inputs, image_features)
         return feats
-
-    def forward(
-        self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None, logits_mask=None
-    ):
-        feats = self._inject(image_inputs, image_features, inject)
-        kw = {} if logits_mask is None else {"logits_to_keep": logits_mask}
-        with inject_embeddings(self.get_input_embeddings(), feats):
-            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw)
-        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids,
-        attention_mask,
-        image_inputs,
-        token_fields=None,
-        image_features=None,
-        inject=None,
-        max_new_tokens: int = 64,
-        **generate_kwargs,
-    ) -> GenerationOutput:
-        feats = self._inject(image_inputs, image_features, inject)
-        generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        with inject_embeddings(self.get_input_embeddings(), feats):
-            out = self.language_model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=max_new_tokens,
-                output_hidden_states=True,
-                return_dict_in_generate=True,
-                **generate_kwargs,
-            )
-        new = out.sequences[:, input_ids.shape[1] :]
-        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
 
     def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:
         lm = self.language_model

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
-from grounding.vision_llm.base import (
-    EncodedPrompt,
-    GenerationOutput,
-    LoraSettings,
-    VisionLLM,
-    VisionLLMOutput,
-    apply_lora_to,
-    inject_embeddings,
-    last_hidden_per_step,
-)
+from grounding.vision_llm.base import EncodedPrompt, LoraSettings, VisionLLM, apply_lora_to
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids"}
 _TOKEN_FIELDS = {"mm_token_type_ids"}
@@ -57,49 +47,6 @@ class HFVisionLLM(VisionLLM):
         image_inputs = {k: v for k, v in enc.items() if k not in _TEXT_KEYS | _TOKEN_FIELDS}
         fields = {k: enc[k][0].tolist() for k in _TOKEN_FIELDS if k in enc}
         return EncodedPrompt(ids, image_inputs, fields)
-
-    def _kwargs(self, input_ids, attention_mask, image_inputs, token_fields):
-        kw = dict(input_ids=input_ids, attention_mask=attention_mask)
-        kw.update(image_inputs or {})
-        kw.update(token_fields or {})
-        return kw
-
-    def forward(
-        self, input_ids, attention_mask, image_inputs, token_fields=None, image_features=None, inject=None, logits_mask=None
-    ):
-        kw = self._kwargs(input_ids, attention_mask, image_inputs, token_fields)
-        if logits_mask is not None:
-            kw["logits_to_keep"] = logits_mask
-        with inject_embeddings(self.get_input_embeddings(), inject or {}):
-            out = self.model(**kw, output_hidden_states=True)
-        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids,
-        attention_mask,
-        image_inputs,
-        token_fields=None,
-        image_features=None,
-        inject=None,
-        max_new_tokens: int = 64,
-        **generate_kwargs,
-    ) -> GenerationOutput:
-        kw = self._kwargs(input_ids, attention_mask, image_inputs, token_fields)
-        generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        with inject_embeddings(self.get_input_embeddings(), inject or {}):
-            out = self.model.generate(
-                **kw,
-                max_new_tokens=max_new_tokens,
-                output_hidden_states=True,
-                return_dict_in_generate=True,
-                **generate_kwargs,
-            )
-        new = out.sequences[:, input_ids.shape[1] :]
-        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
 
     def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:
         m = self.model
