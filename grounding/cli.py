@@ -42,6 +42,8 @@ commands:
   test       evaluate on the test set
   predict    ground a prompt in one image: overlay PNG + JSON (boxes, RLE masks)
   serve      HTTP server: POST /v1/predict (multipart image + prompt), GET /healthz, OpenAPI at /docs
+  track      ground a prompt on a keyframe and track the objects through a video: overlay mp4 + JSON (RLE)
+  track-eval J&F of video tracking per referring expression (synthetic videos, Ref-YouTube-VOS, MeViS)
 """
 
 
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from grounding.commands import serve_main
 
         return serve_main(rest)
+    if cmd in ("track", "track-eval"):
+        from grounding.commands_track import track_eval_main, track_main
+
+        return (track_main if cmd == "track" else track_eval_main)(rest)
     print(f"grounding: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

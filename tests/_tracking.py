@@ -112,3 +112,33 @@ def iou(a: np.ndarray | None, b: np.ndarray) -> float:
         return 1.0 if not b.any() else 0.0
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0
+
+
+class OraclePredictor:
+    """Stands in for ``GroundingPredictor`` in the tracking glue: ``predict(image, prompt)`` returns the segments
+    ``answer(image, prompt)`` gives (a list of ``grounding.results.Segment``); ``model.mask_head`` is the given
+    head. Records its calls."""
+
+    def __init__(self, head, answer):
+        from types import SimpleNamespace
+
+        self.model = SimpleNamespace(mask_head=head)
+        self.device = "cpu"
+        self.answer = answer
+        self.calls: list[str] = []
+
+    def predict(self, image, prompt):
+        from grounding.results import GroundingResult
+
+        self.calls.append(prompt)
+        segments = list(self.answer(image, prompt))
+        text = "Sure." if segments else "There is no such object."
+        return GroundingResult(text, segments, text, tuple(image.shape[:2]))
+
+
+def segment(mask=None, box=None, phrase=None, score=0.9):
+    from grounding.results import Segment
+
+    if box is None and mask is not None:
+        box = box_of(mask)
+    return Segment(phrase, None if box is None else np.asarray(box, np.float32), mask, score, "seg")
