@@ -9,12 +9,18 @@ is generated greedily and scored by its task:
 - rec: the first box written in the answer, Acc@0.5 (a missing box is wrong);
 - gcg: (phrase, mask) pairs against the ground truth: mIoU, recall, AP50 (GLaMM);
 - region: the answer names every word of the region's label (e.g. colour and shape).
+
+Distributed runs (DDP, FSDP, DeepSpeed): every process scores its own share; ``compute`` (called on every
+process) all-reduces the sums and counts and gathers the GCG pairs before anything is averaged, so the
+result equals a single-process evaluation of the same samples.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,16 +81,21 @@ class Evaluator:
         self.reset()
 
     def reset(self, device=None) -> None:
+        """Clear every state; ``device``: where metric states live (the process's device, for NCCL reductions)."""
         self.seg = {name: SegmentationIoU() for name in SEG_GROUPS.values()}
         self.seg_all = SegmentationIoU()
         self.empty = NoTargetAccuracy()
         self.rec = RecAccuracy()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        for m in self._metrics():
+            m.to(self.device)
         self.count_ok = 0
         self.count_total = 0
         self.region_ok = 0
         self.region_total = 0
         self.gcg_pred: list[list[tuple[str, np.ndarray]]] = []
         self.gcg_gt: list[list[tuple[str, np.ndarray]]] = []
+        self.gcg_keys: list[str] = []
         self.turns_seen = 0
         self.results: list[TurnResult] = []
 
@@ -164,6 +175,7 @@ class Evaluator:
             pred = [(s.phrase or "", masks[s.seg_index]) for s in segs]
             self.gcg_gt.append(gt)
             self.gcg_pred.append(pred)
+            self.gcg_keys.append(_turn_key(sample, turn))
         elif task == Task.REGION:
             label = _region_label(sample, turn)
             ok = region_answer_correct(ans.parsed.clean_text, label)
@@ -176,28 +188,46 @@ class Evaluator:
             )
         return scores
 
+    def _metrics(self) -> list:
+        return [*self.seg.values(), self.seg_all, self.empty, self.rec]
+
     def compute(self) -> dict[str, float]:
+        """Task metrics over every turn scored since ``reset``, on all processes of a distributed run.
+
+        In a distributed run every process must call this (it holds collectives): the torchmetrics states
+        (sums and counts) are synced by each metric's ``compute``, the plain counters all-reduced and the GCG
+        pairs gathered (as RLE), then averaged once. GCG images are ordered by content, so the result does
+        not depend on how samples were split across processes.
+        """
         out: dict[str, float] = {}
-        for name, metric in self.seg.items():
-            if int(metric.count):
-                r = metric.compute()
+        with warnings.catch_warnings():  # a process that scored nothing still takes part in the sync
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            # every metric computed on every process, in the same order (each compute is a collective)
+            seg = {name: metric.compute() for name, metric in self.seg.items()}
+            seg_all = self.seg_all.compute()
+            empty = self.empty.compute()
+            rec = float(self.rec.compute())
+        counts = [self.count_ok, self.count_total, self.region_ok, self.region_total]
+        count_ok, count_total, region_ok, region_total = _all_reduce_ints(counts, self.device)
+        gcg_keys, gcg_pred, gcg_gt = _gather_gcg(self.gcg_keys, self.gcg_pred, self.gcg_gt)
+        for name, r in seg.items():
+            if not math.isnan(float(r["giou"])):
                 out[f"{name}/giou"] = float(r["giou"])
                 out[f"{name}/ciou"] = float(r["ciou"])
-        if int(self.seg_all.count):
-            r = self.seg_all.compute()
-            out["seg/giou"], out["seg/ciou"] = float(r["giou"]), float(r["ciou"])
-        r = self.empty.compute()
+        if not math.isnan(float(seg_all["giou"])):
+            out["seg/giou"], out["seg/ciou"] = float(seg_all["giou"]), float(seg_all["ciou"])
         for k in ("n_acc", "t_acc"):
-            if not math.isnan(float(r[k])):
-                out[k] = float(r[k])
-        if int(self.rec.total):
-            out["rec/acc50"] = float(self.rec.compute())
-        if self.count_total:
-            out["multi/count_acc"] = self.count_ok / self.count_total
-        if self.region_total:
-            out["region/acc"] = self.region_ok / self.region_total
-        if self.gcg_gt:
-            g = gcg_scores(self.gcg_pred, self.gcg_gt)
+            if not math.isnan(float(empty[k])):
+                out[k] = float(empty[k])
+        if not math.isnan(rec):
+            out["rec/acc50"] = rec
+        if count_total:
+            out["multi/count_acc"] = count_ok / count_total
+        if region_total:
+            out["region/acc"] = region_ok / region_total
+        if gcg_gt:
+            order = sorted(range(len(gcg_keys)), key=lambda i: gcg_keys[i])
+            g = gcg_scores([gcg_pred[i] for i in order], [gcg_gt[i] for i in order])
             for k, v in g.items():
                 if not math.isnan(v):
                     out[f"gcg/{k}"] = float(v)
@@ -217,3 +247,52 @@ def _region_label(sample: GroundingSample, turn: Turn) -> str:
             best, best_d = t.label, d
     return best
 
+
+
+# ---------------------------------------------------------------------- distributed reduction
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def _all_reduce_ints(values: list[int], device) -> list[int]:
+    """Sums of integer counters over all processes (the values themselves outside a distributed run)."""
+    if not _distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(t)
+    return [int(v) for v in t.tolist()]
+
+
+def _turn_key(sample: GroundingSample, turn: Turn) -> str:
+    """A content key of one evaluated turn (image bytes + prompt): orders gathered results independently of
+    which process scored them."""
+    h = hashlib.sha1(np.ascontiguousarray(sample.image).tobytes())
+    h.update(repr(turn.prompt).encode())
+    return h.hexdigest()
+
+
+def _encode_pairs(items: list[tuple[str, np.ndarray | None]]):
+    from pycocotools import mask as mask_utils
+
+    out = []
+    for phrase, m in items:
+        rle = None if m is None else mask_utils.encode(np.asfortranarray(np.asarray(m, dtype=np.uint8)))
+        out.append((phrase, rle))
+    return out
+
+
+def _decode_pairs(items):
+    from pycocotools import mask as mask_utils
+
+    return [(phrase, None if rle is None else mask_utils.decode(rle).astype(bool)) for phrase, rle in items]
+
+
+def _gather_gcg(keys: list[str], preds: list, gts: list):
+    """GCG (key, prediction, ground truth) of all processes, in rank order (masks travel as RLE)."""
+    if not _distributed():
+        return keys, preds, gts
+    mine = [(k, _encode_pairs(p), _encode_pairs(g)) for k, p, g in zip(keys, preds, gts)]
+    everyone: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    flat = [item for part in everyone for item in part]
+    return [k for k, _, _ in flat], [_decode_pairs(p) for _, p, _ in flat], [_decode_pairs(g) for _, _, g in flat]

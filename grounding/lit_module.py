@@ -9,6 +9,7 @@ encoder is frozen.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -52,6 +53,27 @@ class OptimConfig:
     """Learning-rate multipliers by parameter-name prefix, e.g. {"model.mask_head": 0.5}."""
 
 
+def decoder_layers(hf_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated decoder blocks of a transformers (or peft-wrapped) model's language model."""
+    base = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(base).__name__} (get_decoder().layers)")
+    return list(layers)
+
+
+def enable_gradient_checkpointing(hf_model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing of the language model's decoder layers (works with LoRA and
+    frozen embeddings without ``enable_input_require_grads``; the vision tower is frozen and untouched)."""
+    base = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
+    decoder = base.get_decoder()
+    kwargs = {"use_reentrant": False}
+    if hasattr(decoder, "activation_checkpointing_enable"):
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers releases before the rename
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _set_trainable(module: torch.nn.Module | None, flag: bool) -> None:
     if module is not None:
         for p in module.parameters():
@@ -70,6 +92,8 @@ class GroundingLitModule(L.LightningModule):
         evaluation: generation-based validation metrics.
         feature_cache_dir: cache frozen image-encoder features here (None: no cache).
         init_weights: a safetensors file of trained parts to load before training (e.g. a shipped checkpoint).
+        gradient_checkpointing: recompute the language model's decoder layers in backward instead of keeping
+            their activations (non-reentrant checkpointing, so it works with LoRA, frozen embeddings and DDP).
     """
 
     def __init__(
@@ -84,9 +108,11 @@ class GroundingLitModule(L.LightningModule):
         evaluation: EvalConfig | None = None,
         feature_cache_dir: str | None = None,
         init_weights: str | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints hold the trained tensors only (see on_save_checkpoint)
         self.preset = preset or TinyPreset()
         self.heads = heads or HeadOptions()
         self.lora = lora or LoraSettings()
@@ -95,6 +121,9 @@ class GroundingLitModule(L.LightningModule):
         self.optim = optim or OptimConfig()
         self.model, self.processor = self.preset.build(self.heads, processor or ProcessorConfig())
         self._configure_trainable()
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(self.model.vision_llm.hf_model)
         if feature_cache_dir:
             self.model.feature_cache = FeatureCache(feature_cache_dir, namespace=getattr(self.preset, "name", "model"))
         if init_weights:
@@ -127,6 +156,12 @@ class GroundingLitModule(L.LightningModule):
         _set_trainable(m.region_encoder, self.trainable.region_encoder)
         head.freeze_image_encoder(self.heads.freeze_image_encoder)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints hold only the trained tensors: base weights come from their own files or packages (a
+        7B base would otherwise be copied into every checkpoint). ``strict_loading`` is off to match."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in names}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the trained tensors (what a shipped checkpoint needs beside the base weights)."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -146,9 +181,35 @@ class GroundingLitModule(L.LightningModule):
     def forward(self, batch: GroundingBatch):
         return self.model(batch)
 
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy`` (a no-op under every other strategy).
+
+        Each decoder layer of the language model becomes one ``fully_shard`` unit and the rest of the
+        ``GroundingModel`` (embeddings, vision tower, projectors, SAM head, LoRA outside the layers) the root
+        unit; frozen and trainable parameters shard alike (FSDP2 shards per parameter). ``generate`` is
+        registered as a forward method so generation-based validation all-gathers like ``forward``.
+        """
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_fsdp2_applied", False):  # configure_model runs again for validate
+            return
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+            raise ValueError(
+                "tensor parallelism is not supported: set ModelParallelStrategy(data_parallel_size=<world size>, "
+                "tensor_parallel_size=1)"
+            )
+        dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        for layer in decoder_layers(self.model.vision_llm.hf_model):
+            fully_shard(layer, mesh=dp)
+        fully_shard(self.model, mesh=dp)
+        register_fsdp_forward_method(self.model, "generate")
+        self._fsdp2_applied = True
+
     def _zero_touch(self) -> torch.Tensor:
         """0 x (sum of the head parameters): keeps every trainable parameter in the graph when a batch has
-        no [SEG] or no region (DDP requires all of them to receive gradients)."""
+        no [SEG] or no region (DDP requires all of them to receive gradients; FSDP2 reduce-scatters only the
+        gradients that exist, so processes would disagree on the sizes)."""
         parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder]
         total = None
         for mod in parts:
@@ -185,8 +246,16 @@ class GroundingLitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.evaluator.config.generate:
-            for name, value in self.evaluator.compute().items():
-                self.log(f"val/{name}", value, sync_dist=False)
+            self._log_evaluation("val")
+
+    def _log_evaluation(self, stage: str) -> None:
+        """Log the evaluator's metrics: ``compute`` has already reduced them over all processes (sums, not
+        averages), so every process logs the same value and Lightning must not average again."""
+        metrics = self.evaluator.compute()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            for name, value in metrics.items():
+                self.log(f"{stage}/{name}", value, sync_dist=False)
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         return self.validation_step(batch, batch_idx, dataloader_idx)
@@ -196,8 +265,7 @@ class GroundingLitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         if self.evaluator.config.generate:
-            for name, value in self.evaluator.compute().items():
-                self.log(f"test/{name}", value, sync_dist=False)
+            self._log_evaluation("test")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
