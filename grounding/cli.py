@@ -3,6 +3,7 @@
     grounding fit|validate|test --config configs/tiny.yaml     # LightningCLI (training / evaluation)
     grounding predict --image IMG --prompt "..." --out DIR      # one image -> overlay PNG + JSON
     grounding serve --model default --port 8000                 # HTTP server: POST /v1/predict
+    grounding demo --model default --port 7860                  # interactive web demo (Gradio)
 
 Run ``grounding <command> --help`` for each command's options.
 """
@@ -44,6 +45,7 @@ commands:
   serve      HTTP server: POST /v1/predict (multipart image + prompt), GET /healthz, OpenAPI at /docs
   track      ground a prompt on a keyframe and track the objects through a video: overlay mp4 + JSON (RLE)
   track-eval J&F of video tracking per referring expression (synthetic videos, Ref-YouTube-VOS, MeViS)
+  demo       interactive web demo (Gradio): image and video tabs in the browser (needs the 'demo' extra)
 """
 
 
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from grounding.commands import serve_main
 
         return serve_main(rest)
+    if cmd == "demo":
+        from demo.app import main as demo_main
+
+        return demo_main(rest)
     if cmd in ("track", "track-eval"):
         from grounding.commands_track import track_eval_main, track_main
 
