@@ -46,6 +46,8 @@ commands:
   track      ground a prompt on a keyframe and track the objects through a video: overlay mp4 + JSON (RLE)
   track-eval J&F of video tracking per referring expression (synthetic videos, Ref-YouTube-VOS, MeViS)
   demo       interactive web demo (Gradio): image and video tabs in the browser (needs the 'demo' extra)
+  export     merge LoRA and write a self-contained model folder (transformers vision-LLM + heads + config)
+  plan-memory  per-GPU memory of a training config (parameters, gradients, optimizer, activations): does it fit?
 """
 
 
@@ -75,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         from grounding.commands_track import track_eval_main, track_main
 
         return (track_main if cmd == "track" else track_eval_main)(rest)
+    if cmd == "export":
+        from grounding.export import export_main
+
+        return export_main(rest)
+    if cmd == "plan-memory":
+        from grounding.memory import plan_memory_main
+
+        return plan_memory_main(rest)
     print(f"grounding: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
