@@ -213,6 +213,10 @@ class DemoApp:
         except GroundingError as e:
             msg, details = friendly_error(e, name, image_path)
             return ImageOutput(status=error_html(msg, details), warning=msg)
+        except Exception as e:  # noqa: BLE001  (a bug, not the user's fault: a message here, the traceback in the log)
+            log.exception("the image request failed")
+            msg = f"Something went wrong inside the demo ({type(e).__name__}); the server's log has the details."
+            return ImageOutput(status=error_html(msg), warning=msg)
 
     def _run_image(self, image_path, prompt, box, box_mode, box_to_mask) -> ImageOutput:
         from grounding.commands import result_payload
@@ -277,6 +281,10 @@ class DemoApp:
         except GroundingError as e:
             msg, details = friendly_error(e, name, video_path)
             return VideoOutput(status=error_html(msg, details), warning=msg)
+        except Exception as e:  # noqa: BLE001
+            log.exception("the video request failed")
+            msg = f"Something went wrong inside the demo ({type(e).__name__}); the server's log has the details."
+            return VideoOutput(status=error_html(msg), warning=msg)
 
     def _run_video(self, video_path, prompt, progress) -> VideoOutput:
         if not video_path:
