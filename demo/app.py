@@ -100,7 +100,8 @@ def ok_html(message: str) -> str:
     return f'<div class="gd-ok" role="status" style="{_OK_STYLE}">{html.escape(message)}</div>'
 
 
-def friendly_error(e: Exception, upload_name: str | None = None, upload_path: str | None = None) -> tuple[str, str | None]:
+def friendly_error(e: Exception, upload_name: str | None = None,
+                   upload_path: str | None = None) -> tuple[str, str | None]:
     """(message for the page, technical details or None) for an input error of the public API."""
     detail = str(e)
     if upload_path and upload_name:
@@ -557,7 +558,8 @@ def _bool(text: str) -> bool:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grounding demo", description="The interactive web demo (Gradio).")
-    p.add_argument("--model", default="default", help="default | tiny | an exported folder | a .ckpt (default: default)")
+    p.add_argument("--model", default="default",
+                   help="default | tiny | an exported folder | a .ckpt (default: default)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (default: 127.0.0.1, or $GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
