@@ -277,6 +277,16 @@ def test_browser_video_example_tracked(page, output_dir):
 # ----------------------------------------------------------------------------------------- without a browser
 
 
+def test_build_demo_has_the_widgets_and_writes_nothing_beside_the_source(predictor, tmp_path):
+    import demo.app
+
+    blocks = build_demo(predictor, model_name="tiny", out_dir=tmp_path)
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    assert {"image-input", "image-prompt", "image-run", "image-overlay", "image-answer", "image-json",
+            "box-x1", "box-mode", "video-input", "video-prompt", "video-run", "video-overlay", "video-json"} <= ids
+    assert not Path(demo.app.__file__).with_suffix(".pyi").exists()  # Gradio writes stubs for Component subclasses
+
+
 def test_parse_box():
     assert parse_box(None, None, None, None) is None
     assert parse_box(30, 40, 10, 20) == [10.0, 20.0, 30.0, 40.0]
