@@ -225,7 +225,7 @@ class DemoApp:
 
         if not image_path:
             raise DemoInputError("Upload an image (or pick an example below) first.")
-        if box_mode not in BOX_MODES:
+        if box is not None and box_mode not in BOX_MODES:
             raise DemoInputError(f"Choose how to use the box: {' or '.join(BOX_MODES)}.")
         sam_box = box is not None and box_mode == BOX_AS_SAM
         if not prompt and not sam_box:
@@ -258,7 +258,8 @@ class DemoApp:
         if n == 0:
             msg = "Nothing was grounded: the answer has no mask and no box (the model found nothing that matches)."
             return ImageOutput(overlay, answer, str(json_path), notice_html(msg) + notes, info=msg)
-        status = ok_html(f"{n} object(s) grounded ({masks} with a mask) in {seconds:.1f} s") + notes
+        unused = " (the instruction is not used with a SAM box prompt)" if sam_box and prompt else ""
+        status = ok_html(f"{n} object(s) grounded ({masks} with a mask) in {seconds:.1f} s{unused}") + notes
         return ImageOutput(overlay, answer, str(json_path), status)
 
     def _segment_box(self, img: np.ndarray, box: list[float]):
