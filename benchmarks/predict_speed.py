@@ -167,7 +167,10 @@ def batch_vs_single(predictor, images, prompts, repeats: int) -> tuple[float, fl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="default", help="default | tiny | an exported folder | a .ckpt")
+    ap.add_argument(
+        "--model", default="default",
+        help="default | tiny | an exported folder | a .ckpt | default-untrained (the default architecture, untrained)",
+    )
     ap.add_argument("--batch", type=int, default=8, help="images in the predict_batch comparison")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (medians)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
@@ -180,12 +183,18 @@ def main(argv=None) -> int:
     from grounding.predictor import load_image
 
     rows: list[tuple[str, str, str]] = []
-    if not args.skip_rss:  # first, so that RUSAGE_CHILDREN holds this one child only
+    if not args.skip_rss and args.model != "default-untrained":  # first, so that RUSAGE_CHILDREN holds this one child only
         rss, wall = peak_rss_of_cli(args.model, args.max_new_tokens)
         rows.append(("peak RSS of `grounding predict` (one image, model load included)", f"{rss:,.0f} MiB", f"wall {wall:.1f} s"))
 
     t = time.perf_counter()
-    predictor = GroundingPredictor.from_pretrained(args.model, max_new_tokens=args.max_new_tokens)
+    if args.model == "default-untrained":  # the default model's architecture before its training has landed
+        from grounding.presets import PRESETS
+
+        model, processor = PRESETS["default"]().build()
+        predictor = GroundingPredictor(model.eval(), processor, max_new_tokens=args.max_new_tokens)
+    else:
+        predictor = GroundingPredictor.from_pretrained(args.model, max_new_tokens=args.max_new_tokens)
     load_s = time.perf_counter() - t
     predictor.model.feature_cache = None  # every encoder pass is real
     image = load_image(SHAPES)

@@ -103,11 +103,25 @@ def test_predict_batch_encodes_each_distinct_image_once(predictor):
     a, b = scene(seed=4), scene(60, 90, seed=5)
     with EncoderCounter(predictor) as c, scripted_answers(predictor, "<box>[100, 100, 600, 600]</box> and [SEG]."):
         res = predictor.predict_batch([a, b, a], [PROMPT, PROMPT, "Find the square."], box_to_mask=True)
-    assert (c.calls, c.images) == (1, 2)
+    assert c.images == 2 and c.calls == 2  # one image per encoder call on a CPU (encoder_batch_size)
     assert [r.image_size for r in res] == [(72, 96), (60, 90), (72, 96)]
     for r in res:
         assert [s.source for s in r.segments] == ["box+sam", "seg"]
         _check_result(r, r.image_size)
+
+
+def test_encoder_batch_size(predictor):
+    images = [scene(seed=30 + i) for i in range(3)]
+    old = predictor.encoder_batch_size
+    try:
+        for n, calls in ((None, 3), (1, 3), (2, 2), (8, 1)):
+            predictor.encoder_batch_size = n
+            with EncoderCounter(predictor) as c:
+                res = predictor.predict_batch(images + images[:1], [PROMPT] * 4)
+            assert (c.calls, c.images) == (calls, 3)
+            assert [r.raw_text for r in res] == [res[0].raw_text, res[1].raw_text, res[2].raw_text, res[0].raw_text]
+    finally:
+        predictor.encoder_batch_size = old
 
 
 def test_predict_batch_matches_single_predictions(predictor):
