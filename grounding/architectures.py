@@ -276,6 +276,19 @@ def shrink_sam(config: SamConfig) -> SamConfig:
     )
 
 
+def _real_pixel_statistics(head, sam: SamConfig) -> None:
+    """Built under ``torch.device("meta")`` (memory planning), the head's pixel mean/std buffers hold no values,
+    but the processor reads them: give them the builder's constants."""
+    if not head.pixel_mean.is_meta:
+        return
+    from heads.sam import LITE_MEDSAM_PIXEL_MEAN, LITE_MEDSAM_PIXEL_STD, SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+    lite = sam.encoder == "lite_medsam"
+    mean, std = (LITE_MEDSAM_PIXEL_MEAN, LITE_MEDSAM_PIXEL_STD) if lite else (SAM_PIXEL_MEAN, SAM_PIXEL_STD)
+    head.pixel_mean = torch.tensor(mean, dtype=torch.float32, device="cpu").view(-1, 1, 1)
+    head.pixel_std = torch.tensor(std, dtype=torch.float32, device="cpu").view(-1, 1, 1)
+
+
 # ---------------------------------------------------------------------------------------------------- the preset
 _QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -329,6 +342,7 @@ class ArchitecturePreset(ModelPreset):
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             head = build_sam_head(self.sam_config())
+            _real_pixel_statistics(head, self.sam)
             if is_vision_llm(config):
                 vlm = self._vision_llm(config)
             else:

@@ -87,8 +87,9 @@ class Evaluator:
         self.empty = NoTargetAccuracy()
         self.rec = RecAccuracy()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        for m in self._metrics():
-            m.to(self.device)
+        if device is not None:
+            for m in self._metrics():
+                m.to(self.device)
         self.count_ok = 0
         self.count_total = 0
         self.region_ok = 0

@@ -144,8 +144,11 @@ class GroundingLitModule(L.LightningModule):
             p.requires_grad_(False)
         vlm.apply_lora(self.lora, new_ids)
         projector = getattr(vlm, "projector", None)
-        if projector is None:
-            projector = getattr(getattr(vlm.hf_model, "model", None), "multi_modal_projector", None)
+        if projector is None:  # LLaVA's multi_modal_projector, Qwen2-VL's visual.merger (found by name: peft wraps)
+            projector = next(
+                (mod for name, mod in vlm.hf_model.named_modules() if name.endswith(("multi_modal_projector", "visual.merger"))),
+                None,
+            )
         _set_trainable(projector, self.trainable.projector)
         head = m.mask_head
         _set_trainable(head.prompt_encoder, self.trainable.prompt_encoder)
