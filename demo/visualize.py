@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from os import PathLike
 from pathlib import Path
+
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,7 +64,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
-_POSITIVE: Color = (40, 200, 60)
+_POSITIVE: Color = (30, 160, 50)
 _NEGATIVE: Color = (230, 30, 40)
 
 
@@ -105,11 +106,12 @@ def _relative_luminance(color: Sequence[int]) -> float:
 
 
 def _text_color(background: Sequence[int]) -> Color:
-    """Black or white, whichever has the higher WCAG contrast ratio on ``background``."""
-    lum = _relative_luminance(background)
-    contrast_black = (lum + 0.05) / 0.05
-    contrast_white = 1.05 / (lum + 0.05)
-    return _BLACK if contrast_black >= contrast_white else _WHITE
+    """Black or white text for ``background``: black only on light colours (relative luminance above 0.3).
+
+    The pure WCAG contrast ratio crosses over at 0.18 and so puts black on saturated reds and blues, where
+    white reads better (as newer contrast models, e.g. APCA, agree); 0.3 keeps white on those and black on
+    yellow, cyan, lime and light greys."""
+    return _BLACK if _relative_luminance(background) > 0.3 else _WHITE
 
 
 def _as_color(color: Sequence[int], what: str) -> Color:
@@ -171,9 +173,7 @@ def _as_rgb(image: object, what: str = "image") -> np.ndarray:
         return np.ascontiguousarray(np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
         if arr.min() < 0 or arr.max() > 255:
-            raise ValueError(
-                f"{what} has integer values outside 0..255 (dtype {arr.dtype}); convert it to uint8 first"
-            )
+            raise ValueError(f"{what} has integer values outside 0..255 (dtype {arr.dtype}); convert it to uint8 first")
         return np.ascontiguousarray(arr.astype(np.uint8))
     raise TypeError(f"{what} has unsupported dtype {arr.dtype}")
 
@@ -456,7 +456,7 @@ def draw_points(
             value -1) not drawn. ``None`` makes every point positive.
         colors: ``None`` for green / red by label, one RGB colour for all points, or one per point (e.g. the
             colour of the object each click belongs to); the ``+`` / ``-`` still tells the label apart.
-        radius: disc radius in pixels; ``None`` scales with the image (3 px at 64 px, 7 px at 512 px).
+        radius: disc radius in pixels; ``None`` scales with the image (3 px at 64 px, 11 px at 512 px).
     """
     out = _as_rgb(image)
     h, w = out.shape[:2]
@@ -474,23 +474,24 @@ def draw_points(
         cols = [_POSITIVE if v > 0 else _NEGATIVE for v in lab]
     else:
         cols = _resolve_colors(colors, n)
-    r = max(3, _round(min(h, w) / 70)) if radius is None else int(radius)
+    r = max(3, _round(min(h, w) / 45)) if radius is None else int(radius)
     if r < 1:
         raise ValueError(f"radius must be >= 1, got {radius}")
     ring = max(1, _round(r / 4))
-    stroke = max(1, _round(r / 3.5))
-    arm = max(1, r - ring - stroke // 2 - 1)
+    stroke = max(1, _round(r / 4))
+    arm = _round(r * 0.55)
     for (x, y), v, color in zip(pts, lab, cols):
         if v < 0:
             continue
         cx, cy = int(math.floor(x)), int(math.floor(y))
         cv2.circle(out, (cx, cy), r + ring, _WHITE, -1, cv2.LINE_AA)
         cv2.circle(out, (cx, cy), r, color, -1, cv2.LINE_AA)
-        if r >= 4:
+        if r >= 4:  # a crisp "+" or "-" so that the label does not rest on colour alone
             glyph = _text_color(color)
-            cv2.line(out, (cx - arm, cy), (cx + arm, cy), glyph, stroke, cv2.LINE_AA)
+            lo, hi = stroke // 2, (stroke - 1) // 2
+            _fill_rect(out, cx - arm, cy - lo, cx + arm, cy + hi, glyph)
             if v > 0:
-                cv2.line(out, (cx, cy - arm), (cx, cy + arm), glyph, stroke, cv2.LINE_AA)
+                _fill_rect(out, cx - lo, cy - arm, cx + hi, cy + arm, glyph)
     return out
 
 
