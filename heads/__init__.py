@@ -6,3 +6,4 @@
 from heads.region_encoder import RegionEncoder
 from heads.sam import SAM_PRESETS, MaskPrediction, SamConfig, SamMaskHead, build_sam_head, load_sam_checkpoint
 from heads.seg_projector import SegProjector
+from heads.tracking import FlowTracker, FlowTrackerConfig, Prompt, ReacquirePolicy, Tracker, TrackingState
