@@ -175,6 +175,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 2**20, help="largest request body, MiB")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="largest image, in pixels (width x height)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="longest answer, in tokens")
+    p.add_argument("--max-in-flight", type=int, default=d.max_in_flight, help="requests at once; more get 503")
     return p
 
 
@@ -195,6 +196,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             max_pixels=args.max_pixels,
             max_new_tokens=args.max_new_tokens,
+            max_in_flight=args.max_in_flight,
         )
         _stderr(f"loading model {args.model!r} ...")
         t = time.perf_counter()

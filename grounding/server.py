@@ -9,7 +9,8 @@
 Limits (``ServerLimits``): the request body size is checked before the body is read (``Content-Length``)
 and while it is read (chunked uploads); the image's format must be one of ``formats`` and its pixel count is
 read from its header and refused above ``max_pixels`` before anything is decoded (decompression bombs).
-Input errors are 4xx with ``{"detail": "..."}``: 413 too large, 415 not an image, 422 a bad field.
+Input errors are 4xx with ``{"detail": "..."}``: 413 too large, 415 not an image, 422 a bad field; 503
+when ``max_in_flight`` requests are already in flight.
 Requests run in a thread pool; the predictor's lock serialises the model, and images are decoded (and
 overlays drawn) outside it.
 """
@@ -18,6 +19,7 @@ overlays drawn) outside it.
 import base64
 import io
 import json
+import threading
 from dataclasses import dataclass
 
 from grounding.commands import parse_regions, result_payload
@@ -40,6 +42,9 @@ class ServerLimits:
     """Longest answer, tokens (a request may ask for fewer)."""
     formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
     """Image formats accepted (PIL format names); others are refused with 415."""
+    max_in_flight: int = 8
+    """Requests decoded and waiting for (or using) the model at once; more are refused with 503 (each holds
+    its decoded image in memory while it waits)."""
 
 
 class BodySizeLimit:
@@ -131,6 +136,7 @@ def create_app(predictor, limits: ServerLimits | None = None, model_name: str = 
     from fastapi.concurrency import run_in_threadpool
 
     limits = limits or ServerLimits()
+    in_flight = threading.BoundedSemaphore(max(1, limits.max_in_flight))
     app = FastAPI(
         title="pixel-grounding",
         version=_version(),
@@ -153,6 +159,8 @@ def create_app(predictor, limits: ServerLimits | None = None, model_name: str = 
     ) -> dict:
         """Ground ``prompt`` in ``image``: the answer text and its segments (phrase, xyxy box in image pixels,
         COCO RLE mask, score), with timings in seconds."""
+        if not in_flight.acquire(blocking=False):
+            raise HTTPException(503, f"busy: {limits.max_in_flight} requests in flight; retry later")
         try:
             data = await image.read()
             return await run_in_threadpool(
@@ -162,6 +170,8 @@ def create_app(predictor, limits: ServerLimits | None = None, model_name: str = 
             raise HTTPException(e.status, e.detail) from None
         except GroundingError as e:
             raise HTTPException(422, str(e)) from None
+        finally:
+            in_flight.release()
 
     app.state.limits = limits
     app.state.predictor = predictor

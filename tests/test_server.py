@@ -167,3 +167,37 @@ def test_in_process_jpeg_and_max_new_tokens_capped(client):
                         data={"prompt": PROMPT, "max_new_tokens": "100000"})
     assert r.status_code == 200
     assert len(client.predictor.model.tokenizer(r.json()["raw_text"])["input_ids"]) <= 64
+
+
+def test_in_process_busy_is_503():
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from grounding import GroundingPredictor
+    from grounding.server import ServerLimits, create_app
+
+    predictor = GroundingPredictor.from_pretrained("tiny", max_new_tokens=4)
+    inside, release = threading.Event(), threading.Event()
+    real_predict = predictor.predict
+
+    def slow_predict(*a, **k):  # holds its slot until released
+        inside.set()
+        release.wait(60)
+        return real_predict(*a, **k)
+
+    predictor.predict = slow_predict
+    c = TestClient(create_app(predictor, ServerLimits(max_in_flight=1)))
+    files = {"image": ("a.png", png_bytes(scene(32, 32)), "image/png")}
+    first: list = []
+    t = threading.Thread(target=lambda: first.append(c.post("/v1/predict", files=files, data={"prompt": PROMPT})))
+    t.start()
+    try:
+        assert inside.wait(60)
+        r = c.post("/v1/predict", files=files, data={"prompt": PROMPT})
+        assert r.status_code == 503 and "busy" in r.json()["detail"]
+    finally:
+        release.set()
+        t.join(timeout=60)
+    assert first[0].status_code == 200
+    assert c.post("/v1/predict", files=files, data={"prompt": PROMPT}).status_code == 200
