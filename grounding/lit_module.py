@@ -176,6 +176,12 @@ class GroundingLitModule(L.LightningModule):
         if dm is not None and hasattr(dm, "collate_fn") and dm.collate_fn is None:
             dm.collate_fn = self.processor.collate_samples
 
+    def configure_callbacks(self):
+        """``ResumeDataOrder``: a run resumed with ``--ckpt_path`` sees the data in the uninterrupted order."""
+        from grounding.resume import ResumeDataOrder
+
+        return [ResumeDataOrder()]
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         if isinstance(batch, GroundingBatch):
             return batch.to(device)
