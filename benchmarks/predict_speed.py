@@ -13,8 +13,9 @@ Measures, on this machine's CPU:
 3. ``predict_batch`` of N images against N single ``predict`` calls, in images/second; target >= 1.5x;
 4. peak memory (max RSS) of a ``grounding predict`` process (``resource.getrusage(RUSAGE_CHILDREN)``).
 
-Times are medians over ``--repeats`` runs after one warm-up. Other busy processes on the machine slow all of
-it down (2 cores): compare numbers from one quiet run.
+Times are the best of ``--repeats`` runs after one warm-up (on a shared 2-core machine other processes only
+ever add time; each part's best is taken on its own, so the ratio in 2. errs high). Busy neighbours distort
+all of it: compare numbers from one quiet run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,7 +137,7 @@ def parts_alone(predictor, image: np.ndarray, prompt: str) -> dict[str, float]:
 
 
 def end_to_end(predictor, image, prompt, repeats: int) -> tuple[float, dict[str, float]]:
-    """Median wall time of ``predict`` (image encoder included) and the median of each part alone."""
+    """Best wall time of ``predict`` (image encoder included) and the best of each part alone."""
     e2e, parts = [], []
     for _ in range(repeats):
         predictor.reset_image()
@@ -145,12 +145,12 @@ def end_to_end(predictor, image, prompt, repeats: int) -> tuple[float, dict[str,
         predictor.predict(image, prompt)
         e2e.append(time.perf_counter() - t)
         parts.append(parts_alone(predictor, image, prompt))
-    med = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
-    return statistics.median(e2e), med
+    best = {k: min(p[k] for p in parts) for k in parts[0]}
+    return min(e2e), best
 
 
 def batch_vs_single(predictor, images, prompts, repeats: int) -> tuple[float, float]:
-    """(images/s of single predict calls, images/s of one predict_batch), medians."""
+    """(images/s of single predict calls, images/s of one predict_batch), best of ``repeats``."""
     single, batched = [], []
     for _ in range(repeats):
         predictor.reset_image()
@@ -162,7 +162,7 @@ def batch_vs_single(predictor, images, prompts, repeats: int) -> tuple[float, fl
         predictor.predict_batch(images, prompts)
         batched.append(time.perf_counter() - t)
     n = len(images)
-    return n / statistics.median(single), n / statistics.median(batched)
+    return n / min(single), n / min(batched)
 
 
 @torch.no_grad()
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         help="default | tiny | an exported folder | a .ckpt | default-untrained (the default architecture, untrained)",
     )
     ap.add_argument("--batch", type=int, default=8, help="images in the predict_batch comparison")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (medians)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the best counts)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak-memory subprocess")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")

@@ -110,16 +110,19 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
-    from grounding.predictor import DEFAULT_MAX_PIXELS, check_regions, load_image
-
     t0 = time.perf_counter()
-    # everything about the request is checked before the (slow) model load
+    # everything about the request is checked before the (slow) model load, the cheap checks before importing torch
     if not args.prompt.strip():
         raise GroundingError("the prompt is empty")
     if args.max_new_tokens < 1:
         raise GroundingError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    image = load_image(args.image, DEFAULT_MAX_PIXELS)
+    if not Path(args.image).is_file():
+        raise GroundingError(f"no image file at {args.image}")
     regions = parse_regions(args.regions)
+
+    from grounding.predictor import DEFAULT_MAX_PIXELS, check_regions, load_image
+
+    image = load_image(args.image, DEFAULT_MAX_PIXELS)
     check_regions(regions, image.shape[:2])
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,18 @@ import torch
 from grounding.vision_llm.base import GenerationOutput
 
 
+def one_torch_thread():
+    """Fixture body: torch on one thread while a test module runs (tiny models gain nothing from more, and
+    on a busy 2-core machine every extra thread waits at OpenMP barriers: tens of times slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same for subprocesses
+
+
 @contextmanager
 def scripted_answers(predictor, answers, *, eos: bool = True):
     """While active, ``predictor``'s vision-LLM answers request ``i`` of each batch with ``answers[i]`` (one

@@ -14,9 +14,11 @@ from grounding import GroundingPredictor
 from grounding.commands import predict_main
 from grounding.errors import GroundingError, InvalidImageError, InvalidPromptError, InvalidRegionError
 
-from _scripted import png_bytes, png_header_only, scene, scripted_answers
+from _scripted import one_torch_thread, png_bytes, png_header_only, scene, scripted_answers
 
-pytestmark = pytest.mark.timeout(120)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+
+pytestmark = pytest.mark.timeout(300)
 
 PROMPT = "Please segment the red circle."
 

@@ -17,7 +17,9 @@ from grounding.cli import main as cli_main
 from grounding.commands import predict_main
 from grounding.results import decode_rle
 
-from _scripted import png_bytes, scene
+from _scripted import ONE_THREAD_ENV, one_torch_thread, png_bytes, scene
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "demo" / "assets" / "shapes.png"
@@ -94,11 +96,11 @@ def test_console_command_end_to_end(tmp_path):
     """The installed entry point as a user runs it (the README's quick start, on the tiny model)."""
     exe = Path(sys.executable).with_name("grounding")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "grounding.cli"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD_ENV}
     proc = subprocess.run(
         cmd + ["predict", "--image", str(SHAPES), "--prompt", PROMPT, "--model", "tiny", "--out", str(tmp_path),
                "--max-new-tokens", "8"],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=400, env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "shapes.png").is_file()
@@ -108,7 +110,7 @@ def test_console_command_end_to_end(tmp_path):
 
     bad = subprocess.run(
         cmd + ["predict", "--image", str(tmp_path / "missing.png"), "--prompt", PROMPT, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=400, env=env,
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"grounding predict: error: no image file at {tmp_path / 'missing.png'}"]

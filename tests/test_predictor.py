@@ -17,7 +17,9 @@ from grounding import GroundingPredictor, GroundingResult
 from grounding.errors import InvalidPromptError
 from grounding.results import decode_rle
 
-from _scripted import EncoderCounter, exif_rotated_jpeg, png_bytes, scene, scripted_answers
+from _scripted import EncoderCounter, exif_rotated_jpeg, one_torch_thread, png_bytes, scene, scripted_answers
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 PROMPT = "Please segment the red circle."
 SEG_ANSWER = "Sure, <p>the red circle</p> [SEG]."
@@ -87,8 +89,8 @@ def test_set_image_encodes_once_for_many_prompts(predictor):
     with EncoderCounter(predictor) as c:
         predictor.set_image(scene(seed=1))
         for q in (PROMPT, "What is in the image?", "Find the largest shape."):
-            predictor.predict(prompt=q)
-        predictor.predict(scene(seed=1), PROMPT)  # the same image again: still cached
+            predictor.predict(prompt=q, max_new_tokens=4)
+        predictor.predict(scene(seed=1), PROMPT, max_new_tokens=4)  # the same image again: still cached
     assert (c.calls, c.images) == (1, 1)
 
 
@@ -117,7 +119,7 @@ def test_encoder_batch_size(predictor):
         for n, calls in ((None, 3), (1, 3), (2, 2), (8, 1)):
             predictor.encoder_batch_size = n
             with EncoderCounter(predictor) as c:
-                res = predictor.predict_batch(images + images[:1], [PROMPT] * 4)
+                res = predictor.predict_batch(images + images[:1], [PROMPT] * 4, max_new_tokens=4)
             assert (c.calls, c.images) == (calls, 3)
             assert [r.raw_text for r in res] == [res[0].raw_text, res[1].raw_text, res[2].raw_text, res[0].raw_text]
     finally:
@@ -127,8 +129,8 @@ def test_encoder_batch_size(predictor):
 def test_predict_batch_matches_single_predictions(predictor):
     images = [scene(40 + 9 * i, 64, seed=10 + i) for i in range(3)]
     prompts = [PROMPT, "What is in the image?", "Describe the image with grounded phrases."]
-    batch = predictor.predict_batch(images, prompts)
-    single = [predictor.predict(im, q) for im, q in zip(images, prompts)]
+    batch = predictor.predict_batch(images, prompts, max_new_tokens=12)
+    single = [predictor.predict(im, q, max_new_tokens=12) for im, q in zip(images, prompts)]
     assert [r.raw_text for r in batch] == [r.raw_text for r in single]
     assert [r.to_dict() for r in batch] == [r.to_dict() for r in single]
 
@@ -207,14 +209,14 @@ def test_region_prompts(predictor):
 
 def test_concurrent_predictions_match_sequential(predictor):
     jobs = [(scene(40 + 8 * i, 72, seed=20 + i), q) for i, q in enumerate([PROMPT, "Find the square.", "What is it?", PROMPT])]
-    expected = [predictor.predict(im, q).to_dict() for im, q in jobs]
+    expected = [predictor.predict(im, q, max_new_tokens=8).to_dict() for im, q in jobs]
     got: dict[int, dict] = {}
     errors = []
 
     def work(i):
         try:
             im, q = jobs[i]
-            got[i] = predictor.predict(im, q).to_dict()
+            got[i] = predictor.predict(im, q, max_new_tokens=8).to_dict()
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
