@@ -169,14 +169,16 @@ class GroundingModel(nn.Module):
             logits_mask[:, :-1] = batch.labels[:, 1:] != IGNORE_INDEX
         if image_embeddings is None:
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
+        mask4d = batch.attention_mask_4d()
         out = self.vision_llm(
             batch.input_ids,
-            batch.attention_mask,
+            batch.attention_mask if mask4d is None else mask4d,
             batch.image_inputs,
             batch.token_fields,
             image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
             inject=self._inject(image_embeddings, batch.regions),
             logits_mask=logits_mask,
+            position_ids=batch.position_ids,
         )
         pos = seg_state_positions(batch.input_ids, self.tokens.seg)
         seg_hidden = out.hidden[pos]

@@ -42,6 +42,14 @@ class ProcessorConfig:
     """A Jinja chat template overriding the tokenizer's."""
     max_length: int | None = None
     """Refuse encoded samples longer than this many tokens (None: no limit)."""
+    turns: str = "conversation"
+    """How a sample's turns are laid out in training: "conversation" (one multi-turn chat), or "independent"
+    (each turn is its own single-turn chat about the image, exactly as asked at inference; the turns share the
+    image prefix in one packed sequence with block attention, so the image is read once)."""
+
+    def __post_init__(self):
+        if self.turns not in ("conversation", "independent"):
+            raise ValueError(f"turns must be 'conversation' or 'independent', got {self.turns!r}")
 
 
 @dataclass
@@ -59,6 +67,8 @@ class EncodedSample:
     regions: torch.Tensor  # R x 4
     image_key: str  # content hash of the mask-head input (feature cache key)
     sample: GroundingSample | None = None
+    segment_ids: torch.Tensor | None = None  # L: 0 shared prefix, k >= 1 turn k ("independent" turns only)
+    position_ids: torch.Tensor | None = None  # L: positions as if each turn were alone after the prefix
 
 
 @dataclass
@@ -78,6 +88,8 @@ class GroundingBatch:
     geometries: list[ImageGeometry]
     image_keys: list[str]
     samples: list = field(default_factory=list)
+    segment_ids: torch.Tensor | None = None  # B x L (-1 on padding), packed independent turns only
+    position_ids: torch.Tensor | None = None  # B x L
 
     @property
     def batch_size(self) -> int:
@@ -102,7 +114,22 @@ class GroundingBatch:
             seg_boxes=mv(self.seg_boxes),
             seg_image_index=mv(self.seg_image_index),
             regions=[mv(r) for r in self.regions],
+            segment_ids=mv(self.segment_ids),
+            position_ids=mv(self.position_ids),
         )
+
+    def attention_mask_4d(self) -> torch.Tensor | None:
+        """B x 1 x L x L bool (True: may attend) for packed independent turns: causal, and a turn sees only
+        the shared prefix and itself. None for ordinary (conversation / request) batches."""
+        if self.segment_ids is None:
+            return None
+        seg = self.segment_ids
+        L = seg.shape[1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
+        q, k = seg[:, :, None], seg[:, None, :]
+        allowed = causal[None] & (k >= 0) & ((k == 0) | (k == q))
+        allowed |= torch.eye(L, dtype=torch.bool, device=seg.device)[None]  # padding rows see themselves
+        return allowed[:, None]
 
     @property
     def valid_masks(self) -> torch.Tensor:
@@ -231,6 +258,31 @@ class GroundingProcessor:
         sam_image, geometry = self.image_transform(img)
         return img, sam_image, geometry, self.image_key(sam_image)
 
+    def _pack_independent(self, prompts, answers, img, where):
+        """Each turn tokenised as its own single-turn chat; the common prefix (chat header and image tokens)
+        kept once, then every turn's remainder. Returns ids, labels, fields, image inputs, segment ids and
+        position ids (each turn's positions continue from the prefix, as if it were alone)."""
+        encs = [self._tokenize(self.conversation([p], [a]), img) for p, a in zip(prompts, answers)]
+        first = encs[0][0]
+        n = min(len(e[0]) for e in encs)
+        prefix = 0
+        while prefix < n and all(e[0][prefix] == first[prefix] for e in encs):
+            prefix += 1
+        if any(lab != IGNORE_INDEX for e in encs for lab in e[1][:prefix]):
+            raise ValueError(f"{where}: turns share labelled tokens; cannot pack them independently")
+        ids, labels = list(first[:prefix]), [IGNORE_INDEX] * prefix
+        fields = {k: list(v[:prefix]) for k, v in encs[0][2].items()}
+        segment_ids, position_ids = [0] * prefix, list(range(prefix))
+        for k, (e_ids, e_labels, e_fields, _) in enumerate(encs, start=1):
+            rest = len(e_ids) - prefix
+            ids += e_ids[prefix:]
+            labels += e_labels[prefix:]
+            for name in fields:
+                fields[name] += e_fields[name][prefix:]
+            segment_ids += [k] * rest
+            position_ids += list(range(prefix, prefix + rest))
+        return ids, labels, fields, encs[0][3], segment_ids, position_ids
+
     def encode(self, sample: GroundingSample) -> EncodedSample:
         """A training sample: every turn with its answer; labels on answer tokens only."""
         where = f"sample {sample.source!r}" if sample.source else "sample"
@@ -245,7 +297,11 @@ class GroundingProcessor:
                 if isinstance(part, str):
                     self._check_text(part, f"an answer of {where}")
         answers = [self.render_answer(t, sample) for t in sample.turns]
-        ids, labels, fields, image_inputs = self._tokenize(self.conversation(prompts, answers), img)
+        segment_ids = position_ids = None
+        if self.config.turns == "independent" and len(sample.turns) > 1:
+            ids, labels, fields, image_inputs, segment_ids, position_ids = self._pack_independent(prompts, answers, img, where)
+        else:
+            ids, labels, fields, image_inputs = self._tokenize(self.conversation(prompts, answers), img)
         if self.config.max_length is not None and len(ids) > self.config.max_length:
             raise ValueError(f"{where} encodes to {len(ids)} tokens, more than max_length={self.config.max_length}")
 
@@ -272,9 +328,12 @@ class GroundingProcessor:
             if seg_targets
             else np.zeros((0, S, S), bool)
         )
+        # region features are injected in the order the <region> tokens appear
+        order = [p.index for t in sample.turns for p in t.prompt if isinstance(p, RegionRef)]
         n_region_tokens = sum(1 for i in ids if i == self.tokens.region)
-        if n_region_tokens != len(sample.regions):
-            raise ValueError(f"{where}: {n_region_tokens} <region> tokens but {len(sample.regions)} regions")
+        if n_region_tokens != len(order):
+            raise ValueError(f"{where}: {n_region_tokens} <region> tokens but {len(order)} region references")
+        regions = sample.regions[order] if order else np.zeros((0, 4), np.float32)
         return EncodedSample(
             input_ids=torch.tensor(ids, dtype=torch.long),
             labels=torch.tensor(labels, dtype=torch.long),
@@ -284,9 +343,11 @@ class GroundingProcessor:
             geometry=geometry,
             seg_masks=torch.from_numpy(masks),
             seg_boxes=torch.from_numpy(np.stack(seg_boxes).astype(np.float32)) if seg_boxes else torch.zeros(0, 4),
-            regions=torch.from_numpy(geometry.boxes_to_input(sample.regions)),
+            regions=torch.from_numpy(geometry.boxes_to_input(regions)),
             image_key=key,
             sample=sample,
+            segment_ids=None if segment_ids is None else torch.tensor(segment_ids, dtype=torch.long),
+            position_ids=None if position_ids is None else torch.tensor(position_ids, dtype=torch.long),
         )
 
     def encode_request(self, image, prompt: str | Turn, regions=None) -> EncodedSample:
@@ -336,6 +397,13 @@ class GroundingProcessor:
         for name in items[0].image_inputs:
             image_inputs[name] = torch.cat([it.image_inputs[name] for it in items], dim=0)
         seg_index = torch.cat([torch.full((len(it.seg_masks),), i, dtype=torch.long) for i, it in enumerate(items)])
+        segment_ids = position_ids = None
+        if any(it.segment_ids is not None for it in items):
+            # ordinary samples in a packed batch: one segment, plain positions
+            segs = [it.segment_ids if it.segment_ids is not None else torch.ones_like(it.input_ids) for it in items]
+            poss = [it.position_ids if it.position_ids is not None else torch.arange(len(it.input_ids)) for it in items]
+            segment_ids = pad_1d(segs, -1, padding_side)
+            position_ids = pad_1d(poss, 0, padding_side)
         return GroundingBatch(
             input_ids=input_ids,
             attention_mask=attention,
@@ -350,6 +418,8 @@ class GroundingProcessor:
             geometries=[it.geometry for it in items],
             image_keys=[it.image_key for it in items],
             samples=[it.sample for it in items],
+            segment_ids=segment_ids,
+            position_ids=position_ids,
         )
 
     def collate_samples(self, samples: list[GroundingSample]) -> GroundingBatch:

@@ -181,3 +181,50 @@ def test_training_can_decode_a_subset_of_masks(sample):
     assert torch.isfinite(loss) and "bce" in parts
     model.eval()
     assert model(batch).mask_logits.shape[0] == 6  # evaluation decodes every mask
+
+
+@pytest.mark.parametrize("kind", ["composed", "llava"])
+def test_independent_turns_equal_single_turn_chats(kind, sample):
+    """Packed independent turns give each turn exactly the logits of asking it alone."""
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+    from grounding.processor import ProcessorConfig
+
+    model, proc = TinyPreset(kind).build(HeadOptions(), ProcessorConfig(turns="independent"))
+    model.eval()
+    packed = proc.collate([proc.encode(sample)])
+    assert packed.segment_ids is not None and int(packed.segment_ids.max()) == len(sample.turns)
+    out = model(packed, all_logits=True)
+    n_img = int((packed.segment_ids[0] == 0).sum())
+    for k, turn in enumerate(sample.turns, start=1):
+        alone = GroundingSample(sample.image, [turn], sample.targets, sample.regions)
+        single = proc.collate([proc.encode(alone)])
+        ref = model(single, all_logits=True)
+        sel = packed.segment_ids[0] == k
+        assert torch.equal(packed.input_ids[0, sel], single.input_ids[0, n_img:])
+        assert torch.allclose(out.logits[0, sel], ref.logits[0, n_img:], atol=1e-4), f"turn {k}"
+    # the [SEG] states and masks are those of the single-turn chats too
+    assert out.seg_hidden.shape[0] == packed.seg_masks.shape[0] == 3
+
+
+def test_qwen2vl_refuses_packing(sample):
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+    from grounding.processor import ProcessorConfig
+
+    model, proc = TinyPreset("qwen2vl").build(HeadOptions(), ProcessorConfig(turns="independent"))
+    with pytest.raises(ValueError, match="packed"):
+        model(proc.collate([proc.encode(sample)]))
+
+
+def test_region_features_follow_the_order_of_references(sample):
+    from data import RegionRef
+
+    model, proc = build_tiny("composed")
+    regions = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    turns = [
+        Turn(("What is in ", RegionRef(1), "?"), ("It is a blue square.",), Task.REGION),
+        Turn(("And in ", RegionRef(0), "?"), ("It is a red square.",), Task.REGION),
+    ]
+    enc = proc.encode(GroundingSample(sample.image, turns, sample.targets, regions))
+    assert np.allclose(enc.regions.numpy(), enc.geometry.boxes_to_input(regions[[1, 0]]))

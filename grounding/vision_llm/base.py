@@ -65,6 +65,8 @@ class VisionLLM(nn.Module):
     tokenizer = None
     image_placeholder: str = "<image>"
     uses_mask_head_features: bool = False
+    supports_packing: bool = True
+    """Accepts a 4-D attention mask with 1-D position ids (packed independent turns)."""
     lora_target_default: str = r".*language_model.*\.(q_proj|v_proj)"
 
     # --- text side -------------------------------------------------------------------------------------
@@ -104,11 +106,18 @@ class VisionLLM(nn.Module):
         image_features: torch.Tensor | None = None,
         inject: dict[int, torch.Tensor] | None = None,
         logits_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> VisionLLMOutput:
-        """``logits_mask`` (B x L bool): compute logits only there (the vocabulary projection is costly)."""
+        """``logits_mask`` (B x L bool): compute logits only there (the vocabulary projection is costly).
+        ``attention_mask`` may be B x L (padding) or B x 1 x L x L (bool, True = may attend) with
+        ``position_ids`` (B x L) for packed sequences."""
         kw = self.model_inputs(input_ids, attention_mask, image_inputs, token_fields)
         if logits_mask is not None:
             kw["logits_to_keep"] = logits_mask
+        if position_ids is not None:
+            if not self.supports_packing:
+                raise ValueError(f"{type(self).__name__} does not support packed sequences (independent turns)")
+            kw["position_ids"] = position_ids
         with inject_embeddings(self.get_input_embeddings(), self.injections(image_inputs, image_features, inject)):
             out = self.hf_model(**kw, output_hidden_states=True)
         return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)

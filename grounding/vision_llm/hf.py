@@ -29,6 +29,8 @@ class HFVisionLLM(VisionLLM):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_placeholder = image_placeholder or default_image_placeholder(processor)
+        # multimodal rotary positions (Qwen2-VL's M-RoPE) are computed from the ids: no custom 1-D positions
+        self.supports_packing = not any(hasattr(m, "get_rope_index") for m in (model, getattr(model, "model", None)))
 
     @property
     def hf_model(self) -> nn.Module:
