@@ -54,10 +54,13 @@ class FlowTrackerConfig:
     """Also shift each object's whole mask by its best masked colour template match in a window around it."""
     match_window: float = 0.5
     """Template-match search window each way: this fraction of the object's larger side (at least 8 low-res px)."""
-    mask_prompt: bool = True
-    """Give the carried logits to the decoder as a dense mask prompt (SAM's mask_inputs) besides the box."""
-    multimask: bool = True
-    """Ask the decoder for its three masks and keep the one that agrees best with the carried mask."""
+    mask_prompt: bool = False
+    """Give the carried logits to the decoder as a dense mask prompt (SAM's mask_inputs) besides the box. Off by
+    default: LiteMedSAM was trained with box prompts only, and mask prompts make its masks spread over frames;
+    SAM's own ViT heads were trained with mask inputs."""
+    multimask: bool = False
+    """Ask the decoder for its three masks and keep the one that agrees best with the carried mask (off by
+    default: LiteMedSAM's extra mask tokens are untrained)."""
     box_margin: float = 0.1
     """Margin added around the carried mask's box, as a fraction of its side (at least 2 low-res pixels)."""
     min_area: float = 0.0003
@@ -66,12 +69,12 @@ class FlowTrackerConfig:
     """An object whose decoded mask has a predicted IoU below this is lost."""
     min_agreement: float = 0.3
     """An object whose decoded mask overlaps its carried mask with an IoU below this is lost (drift)."""
-    min_similarity: float | None = 0.8
-    """An object whose mask-pooled embedding has a cosine similarity below this with its prompt frame's is lost
-    (covered by another object, or the track jumped); None: no appearance check."""
+    min_similarity: float | None = 0.5
+    """An object whose mask-pooled image embedding has a cosine similarity below this with its prompt frame's is
+    lost (covered by another object, or the track jumped); None: no appearance check."""
     redetect: bool = True
     """Look for lost objects on later frames (colour template, then decoder and the same checks)."""
-    redetect_similarity: float | None = 0.85
+    redetect_similarity: float | None = 0.6
     """Appearance similarity needed to accept a re-detected object (None: ``min_similarity``)."""
     max_lost: int | None = None
     """Stop looking for an object lost for more than this many frames (None: keep looking)."""
@@ -92,21 +95,29 @@ class _ObjectMemory:
     """What the engine remembers of one object. Coordinates are low-res pixels (the decoder's logit grid)."""
 
     frame_idx: int
-    """Frame of the last good mask (``logits``, ``box``, ``template``)."""
+    """Frame of the last kept mask (``logits``, ``box``)."""
     logits: torch.Tensor | None
     """1 x 1 x L x L low-res logits on ``frame_idx``; None while the object is lost."""
     box: np.ndarray
-    """Last good box, xyxy."""
-    area: float
-    """Last good mask area."""
-    template: np.ndarray
-    """The object's last good pixels: RGB crop of the low-res frame at ``box`` (uint8) ..."""
-    template_mask: np.ndarray
-    """... and which of them are the object (bool)."""
+    """Box of the last kept mask, xyxy."""
     descriptor: torch.Tensor | None
-    """Reference appearance: the image embedding pooled over the prompt frame's mask (unit vector)."""
+    """Reference appearance: the image embedding pooled over the prompt frame's mask (unit vector). Only the
+    prompt frame's: a reference updated along the track would follow a slow drift onto another object."""
+    template: np.ndarray
+    """The object's pixels on the last *confident* frame (appearance close to the reference): an RGB crop of the
+    low-res frame at ``template_box`` (uint8) ..."""
+    template_mask: np.ndarray
+    """... which of them are the object (bool) ..."""
+    template_box: np.ndarray
+    """... where it was cut (xyxy) ..."""
+    template_frame: int
+    """... and on which frame. Re-detection looks for this template."""
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
-    """Last motion, low-res pixels per frame (in the direction of propagation)."""
+    """Motion on the last confident frames, low-res pixels per frame (in the direction of propagation)."""
+
+    @property
+    def template_area(self) -> float:
+        return float(self.template_mask.sum())
 
 
 @dataclass
@@ -135,6 +146,8 @@ class FlowTracker(Tracker[FlowState]):
         self.transform = ImageTransform(size=mask_head.image_size, mean=mean, std=std)
         self.low_res = 4 * int(mask_head.embedding_size[0])
         self.scale = mask_head.image_size / self.low_res  # input-frame pixels per low-res pixel
+        self.trace: list[dict] | None = None
+        """Set to a list to record, per tracked object and frame, the checks behind each keep/lose decision."""
         self._dis = None
         if self.config.flow == "dis":
             preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -267,6 +280,11 @@ class FlowTracker(Tracker[FlowState]):
             return None
         return float(x0 + loc[0]), float(y0 + loc[1])
 
+    @staticmethod
+    def _similarity(mem: _ObjectMemory, d: torch.Tensor | None) -> float | None:
+        """Cosine similarity of a descriptor with the object's prompt-frame appearance."""
+        return None if d is None or mem.descriptor is None else float(d @ mem.descriptor)
+
     def _descriptor(self, emb: torch.Tensor, low_res_mask: torch.Tensor) -> torch.Tensor | None:
         """Unit C-vector: the embedding (1 x C x h x w) averaged over a low-res bool mask (L x L)."""
         weights = F.adaptive_avg_pool2d(low_res_mask[None, None].float(), emb.shape[-2:])[0, 0]
@@ -284,22 +302,30 @@ class FlowTracker(Tracker[FlowState]):
             return None
         return np.array([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1], np.float32)
 
-    def _remember(self, eng: FlowState, index: int, frame_idx: int, logits: torch.Tensor, low: torch.Tensor,
-                  small: np.ndarray, descriptor: torch.Tensor | None, velocity: np.ndarray | None) -> None:
+    def _keep(self, mem: _ObjectMemory, frame_idx: int, logits: torch.Tensor, low: torch.Tensor, small: np.ndarray,
+              confident: bool, shift: np.ndarray | None) -> None:
+        """The object's new mask on ``frame_idx``; when ``confident``, also its template and velocity (from the
+        template match's ``shift``, else from the move of the template's box)."""
         box = self._box(low)
-        x1, y1, x2, y2 = (int(v) for v in box)
-        mask = low.cpu().numpy()
-        template, template_mask = small[y1:y2, x1:x2].copy(), mask[y1:y2, x1:x2].copy()
-        old = eng.objects[index]
-        if velocity is None:
-            velocity = np.zeros(2, np.float32)
-            if old is not None and old.frame_idx != frame_idx:
-                steps = abs(frame_idx - old.frame_idx)
-                velocity = ((box[:2] + box[2:]) / 2 - (old.box[:2] + old.box[2:]) / 2) / steps
-        if descriptor is None and old is not None:
-            descriptor = old.descriptor
-        eng.objects[index] = _ObjectMemory(frame_idx, logits, box, float(low.sum()), template, template_mask,
-                                           descriptor, np.asarray(velocity, np.float32))
+        mem.frame_idx, mem.logits, mem.box = frame_idx, logits, box
+        if not confident:
+            return
+        if shift is None:
+            steps = max(1, abs(frame_idx - mem.template_frame))
+            shift = ((box[:2] + box[2:]) - (mem.template_box[:2] + mem.template_box[2:])) / 2 / steps
+        mem.velocity = np.asarray(shift, np.float32)
+        self._set_template(mem, frame_idx, low, small)
+
+    @staticmethod
+    def _set_template(mem: _ObjectMemory, frame_idx: int, low: torch.Tensor, small: np.ndarray) -> None:
+        x1, y1, x2, y2 = (int(v) for v in mem.box)
+        mem.template = small[y1:y2, x1:x2].copy()
+        mem.template_mask = low.cpu().numpy()[y1:y2, x1:x2].copy()
+        mem.template_box, mem.template_frame = mem.box.copy(), frame_idx
+
+    def _confident(self, similarity: float | None) -> bool:
+        need = self.config.redetect_similarity
+        return need is None or similarity is None or similarity >= need
 
     def _start(self, eng: FlowState, index: int, frame_idx: int, prompt: Prompt, emb, geo, small) -> ObjectOutput:
         """Turn a prompt into the object's mask on this frame and reset its memory."""
@@ -319,8 +345,11 @@ class FlowTracker(Tracker[FlowState]):
             eng.objects[index] = None
             return ObjectOutput(-1, None)
         descriptor = self._descriptor(emb, low) if self.config.min_similarity is not None else None
-        self._remember(eng, index, frame_idx, logits, low, small, descriptor, np.zeros(2, np.float32))
-        return self._output(eng.objects[index], geo, score)
+        box = self._box(low)
+        mem = _ObjectMemory(frame_idx, logits, box, descriptor, small[:0, :0], np.zeros((0, 0), bool), box, frame_idx)
+        self._set_template(mem, frame_idx, low, small)
+        eng.objects[index] = mem
+        return self._output(mem, geo, score)
 
     def _decode_prompt(self, prompt: Prompt, emb, geo):
         box = None if prompt.box is None else torch.from_numpy(geo.boxes_to_input(prompt.box)).to(self.device)
@@ -339,8 +368,8 @@ class FlowTracker(Tracker[FlowState]):
         return ObjectOutput(-1, mask.cpu().numpy(), None, score)
 
     def _carry(self, eng: FlowState, mem: _ObjectMemory, flow: np.ndarray | None, small: np.ndarray):
-        """The previous logits carried to this frame (backward flow per pixel, united with the template match's
-        rigid shift), and that shift (None if the match failed)."""
+        """The previous logits carried to this frame (backward flow per pixel, united with the rigid shift of the
+        object's previous pixels, found by template matching), and that shift (None if the match failed)."""
         h, w = small.shape[:2]
         prev = mem.logits[0, 0, :h, :w].float().cpu().numpy()
         moved, shift = [], None
@@ -349,9 +378,9 @@ class FlowTracker(Tracker[FlowState]):
             moved.append(cv2.remap(prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=_NEG))
         if self.config.match:
-            x1, y1, x2, y2 = mem.box
+            x1, y1, x2, y2 = (int(v) for v in mem.box)
             pad = int(max(8, self.config.match_window * max(x2 - x1, y2 - y1)))
-            found = self._match(mem.template, mem.template_mask, small, x1, y1, pad)
+            found = self._match(eng.prev_small[y1:y2, x1:x2], prev[y1:y2, x1:x2] > 0, small, x1, y1, pad)
             if found is not None:
                 shift = np.array([found[0] - x1, found[1] - y1], np.float32)
                 affine = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
@@ -408,15 +437,22 @@ class FlowTracker(Tracker[FlowState]):
             low = cand[best]
             score = float(pred.iou[k, best].clamp(0, 1))
             ok = float(low.sum()) >= min_pixels and score >= cfg.min_score and float(agreement[best]) >= cfg.min_agreement
-            if ok and mem.descriptor is not None and cfg.min_similarity is not None:
+            similarity, d = None, None
+            if mem.descriptor is not None and (cfg.min_similarity is not None or self.trace is not None):
                 d = self._descriptor(emb, low)
-                ok = d is not None and float(d @ mem.descriptor) >= cfg.min_similarity
+                similarity = self._similarity(mem, d)
+            if ok and mem.descriptor is not None and cfg.min_similarity is not None:
+                ok = similarity is not None and similarity >= cfg.min_similarity
+            if self.trace is not None:
+                self.trace.append({"frame": frame_idx, "index": i, "area": float(low.sum()), "score": score,
+                                   "agreement": float(agreement[best]), "similarity": similarity, "kept": ok,
+                                   "shift": None if shifts[k] is None else shifts[k].tolist()})
             if not ok:
                 self._lose(mem)
                 outputs[i] = ObjectOutput(-1, None)
                 continue
-            self._remember(eng, i, frame_idx, pred.low_res_logits[k : k + 1, best : best + 1].float(), low, small,
-                           None, shifts[k])
+            self._keep(mem, frame_idx, pred.low_res_logits[k : k + 1, best : best + 1].float(), low, small,
+                       self._confident(similarity), shifts[k])
             outputs[i] = self._output(eng.objects[i], geo, score)
         return outputs
 
@@ -428,12 +464,12 @@ class FlowTracker(Tracker[FlowState]):
         todo, boxes = [], []
         for i in indices:
             mem = eng.objects[i]
-            steps = abs(frame_idx - mem.frame_idx)
-            if steps == 0 or (cfg.max_lost is not None and steps > cfg.max_lost):
+            if mem.frame_idx == frame_idx or (cfg.max_lost is not None and abs(frame_idx - mem.frame_idx) > cfg.max_lost):
                 continue
-            x1, y1, x2, y2 = mem.box
+            steps = abs(frame_idx - mem.template_frame)  # extrapolate from the last confident frame
+            x1, y1, x2, y2 = mem.template_box
             side = max(x2 - x1, y2 - y1)
-            guess = mem.box[:2] + mem.velocity * steps
+            guess = mem.template_box[:2] + mem.velocity * steps
             pad = int(max(8, cfg.match_window * side) + 0.5 * float(np.abs(mem.velocity).max()) * steps)
             found = self._match(mem.template, mem.template_mask, small, guess[0], guess[1], pad)
             if found is None:
@@ -455,17 +491,19 @@ class FlowTracker(Tracker[FlowState]):
             low = (pred.low_res_logits[k, 0] > 0) & valid
             area = float(low.sum())
             score = float(pred.iou[k, 0].clamp(0, 1))
-            if area < min_pixels or score < cfg.min_score or not 0.25 <= area / max(mem.area, 1.0) <= 4.0:
+            if area < min_pixels or score < cfg.min_score or not 0.25 <= area / max(mem.template_area, 1.0) <= 4.0:
                 continue
+            similarity = None
             if mem.descriptor is not None and need is not None:
-                d = self._descriptor(emb, low)
-                if d is None or float(d @ mem.descriptor) < need:
+                similarity = self._similarity(mem, self._descriptor(emb, low))
+                if similarity is None or similarity < need:
                     continue
-            self._remember(eng, i, frame_idx, pred.low_res_logits[k : k + 1, :1].float(), low, small, None, None)
-            outputs[i] = self._output(eng.objects[i], geo, score)
+            self._keep(mem, frame_idx, pred.low_res_logits[k : k + 1, :1].float(), low, small, True, None)
+            outputs[i] = self._output(mem, geo, score)
         return outputs
 
     @staticmethod
     def _lose(mem: _ObjectMemory) -> None:
-        """Mark the object lost; its memory keeps the last good frame, box, template and velocity."""
+        """Mark the object lost; its memory keeps the last kept frame and box, and the last confident template
+        and velocity."""
         mem.logits = None
