@@ -33,7 +33,7 @@ import numpy as np
 from data.masks import decode_rle, encode_rle
 from grounding.errors import InvalidPromptError, InvalidRegionError
 from grounding.video import FrameSource, InvalidVideoError, open_frames
-from heads.tracking.base import FrameOutput, Prompt, ReacquirePolicy, Tracker, mask_to_xyxy
+from heads.tracking.base import FrameError, FrameOutput, Prompt, ReacquirePolicy, Tracker, mask_to_xyxy
 
 log = logging.getLogger(__name__)
 
@@ -411,12 +411,8 @@ def track_video(
                 if out.frame_idx not in results:
                     results[out.frame_idx] = _tracked(out)
                     tick()
-    except ValueError as e:
-        if isinstance(e, InvalidVideoError):
-            raise
-        if "frame" in str(e):
-            raise InvalidVideoError(f"{source.name}: {e}") from None
-        raise
+    except FrameError as e:
+        raise InvalidVideoError(f"{source.name}: {e}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -7,6 +7,7 @@
 """
 
 from heads.tracking.base import (
+    FrameError,
     FrameOutput,
     ObjectOutput,
     ObjectRecord,
@@ -33,6 +34,7 @@ __all__ = [
     "FlowState",
     "FlowTracker",
     "FlowTrackerConfig",
+    "FrameError",
     "FrameOutput",
     "ObjectOutput",
     "ObjectRecord",

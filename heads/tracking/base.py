@@ -37,6 +37,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 __all__ = [
+    "FrameError",
     "FrameOutput",
     "ObjectOutput",
     "ObjectRecord",
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 
+class FrameError(ValueError):
+    """A video frame is not ``H x W x 3`` uint8, or its size differs from the video's."""
+
+
 def mask_to_xyxy(mask: np.ndarray) -> np.ndarray | None:
     """Tight ``xyxy`` float32 box of a bool mask (right/bottom exclusive), or None when the mask is empty."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -60,14 +65,14 @@ def mask_to_xyxy(mask: np.ndarray) -> np.ndarray | None:
 
 
 def as_frame(frame: Any, frame_idx: int, video_hw: tuple[int, int] | None) -> np.ndarray:
-    """Check one video frame: ``H x W x 3`` uint8 RGB of the video's size. ``ValueError`` naming the frame."""
+    """Check one video frame: ``H x W x 3`` uint8 RGB of the video's size. ``FrameError`` naming the frame."""
     arr = np.asarray(frame)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"frame {frame_idx}: expected an H x W x 3 uint8 RGB array, got {arr.dtype} {arr.shape}")
+        raise FrameError(f"frame {frame_idx}: expected an H x W x 3 uint8 RGB array, got {arr.dtype} {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"frame {frame_idx} is empty ({arr.shape[0]} x {arr.shape[1]})")
+        raise FrameError(f"frame {frame_idx} is empty ({arr.shape[0]} x {arr.shape[1]})")
     if video_hw is not None and arr.shape[:2] != tuple(video_hw):
-        raise ValueError(
+        raise FrameError(
             f"frame {frame_idx} is {arr.shape[0]} x {arr.shape[1]} (H x W) but the video is "
             f"{video_hw[0]} x {video_hw[1]}: all frames of a video must have one size"
         )
@@ -348,7 +353,7 @@ class Tracker(ABC, Generic[E]):
             :class:`FrameOutput` for each processed frame, the start frame included.
 
         Raises:
-            ValueError: a frame of another size than the video's, or not ``H x W x 3`` uint8.
+            FrameError: a frame of another size than the video's, or not ``H x W x 3`` uint8 (a ``ValueError``).
         """
         if start_frame < 0:
             raise ValueError(f"start_frame must be >= 0, got {start_frame}")
