@@ -93,6 +93,7 @@ def test_track_with_a_prompt(clip, tmp_path, capsys, monkeypatch):
     [
         (["--video", "{missing}", "--box", "[[0, 0, 5, 5]]"], "no video file or folder"),
         (["--video", "{broken}", "--box", "[[0, 0, 5, 5]]"], "cannot open|no readable frames"),
+        (["--video", "{empty}", "--box", "[[0, 0, 5, 5]]"], "no frame images"),
         (["--video", "{clip}"], "give --prompt"),
         (["--video", "{clip}", "--prompt", "x", "--box", "[[0, 0, 5, 5]]"], "not both"),
         (["--video", "{clip}", "--prompt", "  "], "the prompt is empty"),
@@ -106,7 +107,9 @@ def test_track_with_a_prompt(clip, tmp_path, capsys, monkeypatch):
 def test_track_bad_input(clip, tmp_path, capsys, args, message):
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
-    subs = {"{clip}": str(clip[0]), "{missing}": str(tmp_path / "nope.mp4"), "{broken}": str(broken)}
+    (tmp_path / "empty").mkdir()
+    subs = {"{clip}": str(clip[0]), "{missing}": str(tmp_path / "nope.mp4"), "{broken}": str(broken),
+            "{empty}": str(tmp_path / "empty")}
     argv = ["track", *[subs.get(a, a) for a in args], "--model", "tiny", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
