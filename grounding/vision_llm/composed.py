@@ -17,8 +17,8 @@ from grounding.tokens import IMAGE, token_id
 from grounding.vision_llm.base import EncodedPrompt, LoraSettings, VisionLLM, apply_lora_to
 
 
-def sincos_2d(grid: int, dim: int, scale: float = 0.02) -> torch.Tensor:
-    """(grid * grid) x dim 2-D sine-cosine position codes, row-major, scaled to ``scale`` RMS-ish."""
+def sincos_2d(grid: int, dim: int, norm: float = 1.0) -> torch.Tensor:
+    """(grid * grid) x dim 2-D sine-cosine position codes, row-major, each of L2 norm about ``norm``."""
     quarter = dim // 4
     freq = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))
     ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
@@ -27,7 +27,7 @@ def sincos_2d(grid: int, dim: int, scale: float = 0.02) -> torch.Tensor:
     pe = torch.cat(parts, dim=1)
     if pe.shape[1] < dim:
         pe = torch.cat([pe, torch.zeros(pe.shape[0], dim - pe.shape[1])], dim=1)
-    return pe * scale
+    return pe * (norm / (dim / 2) ** 0.5)
 
 
 class ComposedVisionLLM(VisionLLM):
@@ -36,7 +36,8 @@ class ComposedVisionLLM(VisionLLM):
     ``feature_dim``: channels of the image features (B x C x h x w). ``grid``: side of the pooled token grid.
     ``vision_encoder``: None to take the mask head's image embeddings, else a module mapping the
     ``pixel_values`` made by ``image_transform`` to B x C x h x w features. ``position_embedding``: add a
-    learned 2-D position embedding to the image tokens.
+    learned 2-D position embedding to the image tokens. ``feature_norm``: "instance" standardises each feature
+    channel over the image before pooling (InstanceNorm with a learned affine), "none" leaves features as they are.
     """
 
     image_placeholder = IMAGE
@@ -52,6 +53,7 @@ class ComposedVisionLLM(VisionLLM):
         image_transform=None,
         projector_hidden: int | None = None,
         position_embedding: bool = False,
+        feature_norm: str = "instance",
     ):
         super().__init__()
         self.language_model = language_model
@@ -64,6 +66,11 @@ class ComposedVisionLLM(VisionLLM):
             raise ValueError("a separate vision_encoder needs the image_transform that prepares its pixel_values")
         d = self.hidden_size
         h = projector_hidden or d
+        if feature_norm not in ("instance", "none"):
+            raise ValueError(f"feature_norm must be 'instance' or 'none', got {feature_norm!r}")
+        # SAM-style embeddings share a large component across positions (pooled tokens of one image have cosine
+        # similarity ~0.8 for LiteMedSAM): standardising each channel over the image keeps what differs
+        self.feature_norm = nn.InstanceNorm2d(feature_dim, affine=True) if feature_norm == "instance" else None
         self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, d))
         # a learned 2-D position embedding per image token (initialised sinusoidally) makes "where" easy to read
         self.position_embedding = nn.Parameter(sincos_2d(self.grid, d)) if position_embedding else None
@@ -108,6 +115,8 @@ class ComposedVisionLLM(VisionLLM):
             b, n, c = image_features.shape
             s = int(round(n**0.5))
             image_features = image_features.transpose(1, 2).reshape(b, c, s, s)
+        if self.feature_norm is not None:
+            image_features = self.feature_norm(image_features.to(self.feature_norm.weight.dtype))
         pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
         tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
         proj_dtype = self.projector[0].weight.dtype
