@@ -15,18 +15,36 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file, save_file
 
 
-def save_trained_weights(module: torch.nn.Module, path: str | Path, manifest: dict | None = None) -> Path:
-    """Write the parameters that require grad to ``path`` (safetensors) and ``manifest`` next to it (.json)."""
+def save_trained_weights(
+    module: torch.nn.Module, path: str | Path, manifest: dict | None = None, dtype: str | torch.dtype | None = None
+) -> Path:
+    """Write the parameters that require grad to ``path`` (safetensors) and ``manifest`` next to it (.json).
+
+    ``dtype`` (e.g. ``"float16"``) stores floating-point tensors in that type (half the file for a shipped
+    model); ``load_trained_weights`` casts them back to the model's own dtype.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cast = _dtype(dtype)
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k in names}
+    if cast is not None:
+        state = {k: v.to(cast) if v.is_floating_point() else v for k, v in state.items()}
     if not state:
         raise ValueError("the module has no trainable parameters to save")
     save_file(state, str(path))
     if manifest is not None:
         path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must name a floating-point torch dtype such as 'float16', got {dtype!r}")
+    return value
 
 
 def load_trained_weights(module: torch.nn.Module, path: str | Path) -> list[str]:
@@ -80,17 +98,21 @@ def build_lit_from_config(model_config: dict):
     return parser.instantiate_classes(cfg).model
 
 
-def save_trained_folder(lit, folder: str | Path, model_config: dict, manifest: dict | None = None) -> Path:
-    """Write ``config.yaml`` (``model_config``), ``trained.safetensors`` and ``manifest.json`` into ``folder``."""
+def save_trained_folder(
+    lit, folder: str | Path, model_config: dict, manifest: dict | None = None, dtype: str | torch.dtype | None = None
+) -> Path:
+    """Write ``config.yaml`` (``model_config``), ``trained.safetensors`` (floating tensors stored as ``dtype``
+    when given) and ``manifest.json`` into ``folder``."""
     import yaml
 
+    dtype = _dtype(dtype)  # a bad name fails before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(model_config)
     cfg.pop("init_weights", None)
     cfg.pop("feature_cache_dir", None)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    save_trained_weights(lit, folder / TRAINED_FILE)
+    save_trained_weights(lit, folder / TRAINED_FILE, dtype=dtype)
     if manifest is not None:
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return folder
@@ -126,11 +148,14 @@ class SaveTrainedParts(Callback):
     Args:
         dirpath: the folder to write (e.g. ``grounding/assets/default`` for the shipped default model).
         manifest: extra entries for ``manifest.json`` (base packages and versions are added automatically).
+        dtype: store the trained tensors in this floating-point type (``float16`` halves a shipped model).
     """
 
-    def __init__(self, dirpath: str, manifest: dict | None = None):
+    def __init__(self, dirpath: str, manifest: dict | None = None, dtype: str | None = None):
         self.dirpath = dirpath
         self.manifest = manifest or {}
+        self.dtype = dtype
+        _dtype(dtype)  # a bad name fails when the config is parsed, not after training
 
     def on_train_end(self, trainer, pl_module):
         if trainer.global_rank != 0:
@@ -140,7 +165,7 @@ class SaveTrainedParts(Callback):
             raise RuntimeError("SaveTrainedParts needs the config LightningCLI writes (run through `grounding fit`)")
         manifest = dict(self.manifest)
         manifest.update(base_manifest(), global_step=int(trainer.global_step))
-        save_trained_folder(pl_module, self.dirpath, cfg, manifest)
+        save_trained_folder(pl_module, self.dirpath, cfg, manifest, dtype=self.dtype)
 
 
 def base_manifest() -> dict:

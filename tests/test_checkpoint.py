@@ -50,3 +50,34 @@ def test_loading_weights_of_another_configuration_fails_clearly(tmp_path):
         load_trained_weights(other, tmp_path / "m" / "trained.safetensors")
     with pytest.raises(FileNotFoundError, match="not a trained-parts folder"):
         load_trained_folder(tmp_path)
+
+
+def test_trained_folder_in_half_precision(tmp_path):
+    """A shipped folder may store its tensors as float16 (half the file); they load back into the float32 model
+    rounded to float16, and a bad dtype name fails before anything is written."""
+    from safetensors.torch import load_file
+
+    from grounding.checkpoint import SaveTrainedParts
+
+    lit = build_lit_from_config(CFG)
+    with torch.no_grad():
+        for p in lit.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    save_trained_folder(lit, tmp_path / "full", CFG)
+    save_trained_folder(lit, tmp_path / "half", CFG, dtype="float16")
+    half = load_file(str(tmp_path / "half" / "trained.safetensors"))
+    assert half and all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
+    full_size = (tmp_path / "full" / "trained.safetensors").stat().st_size
+    assert (tmp_path / "half" / "trained.safetensors").stat().st_size < 0.6 * full_size
+    lit2 = load_trained_folder(tmp_path / "half")
+    sd1, sd2 = lit.state_dict(), lit2.state_dict()
+    for k, v in half.items():
+        assert sd2[k].dtype == sd1[k].dtype
+        assert torch.equal(sd2[k], v.to(sd1[k].dtype))
+        assert torch.allclose(sd2[k], sd1[k], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="floating-point torch dtype"):
+        SaveTrainedParts(str(tmp_path / "x"), dtype="int8")
+    with pytest.raises(ValueError, match="floating-point torch dtype"):
+        save_trained_folder(lit, tmp_path / "bad", CFG, dtype="halfish")
+    assert not (tmp_path / "bad").exists()
