@@ -140,6 +140,7 @@ def export_model(
             "grid": int(vlm.grid),
             "projector_hidden": int(vlm.projector[0].out_features),
             "position_embedding": getattr(vlm, "position_embedding", None) is not None,
+            "token_norm": getattr(vlm, "token_norm", None) is not None,
         }
         tokenizer_or_processor = vlm.tokenizer
     else:
@@ -220,6 +221,7 @@ def load_exported(path: str | Path, dtype: str | torch.dtype | None = "auto") ->
             grid=spec["grid"],
             projector_hidden=spec["projector_hidden"],
             position_embedding=spec.get("position_embedding", False),
+            token_norm=spec.get("token_norm", False),
         )
     else:
         raise ValueError(f"{path}: unknown vision_llm kind {spec['kind']!r}")

@@ -89,6 +89,8 @@ class TinyPreset(ModelPreset):
         hidden_size: width of the tiny language model.
         num_layers: depth of the tiny language model.
         seed: initialisation seed.
+        position_embedding, token_norm: options of the composed vision-LLM (see ``ComposedVisionLLM``; the
+            embedded default model uses both).
     """
 
     name = "tiny"
@@ -100,6 +102,8 @@ class TinyPreset(ModelPreset):
         hidden_size: int = 32,
         num_layers: int = 2,
         seed: int = 0,
+        position_embedding: bool = False,
+        token_norm: bool = False,
     ):
         if vision_llm not in ("llava", "qwen2vl", "composed"):
             raise ValueError(f"vision_llm must be llava, qwen2vl or composed, got {vision_llm!r}")
@@ -108,6 +112,8 @@ class TinyPreset(ModelPreset):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.seed = seed
+        self.position_embedding = position_embedding
+        self.token_norm = token_norm
 
     def _text_config(self, vocab_size: int, **extra) -> dict:
         h = self.hidden_size
@@ -190,7 +196,10 @@ class TinyPreset(ModelPreset):
         tok = tiny_tokenizer()
         add_grounding_tokens(tok, extra=(IMAGE,))
         lm = LlamaForCausalLM(LlamaConfig(**self._text_config(len(tok)), tie_word_embeddings=True))
-        return ComposedVisionLLM(lm, tok, feature_dim=feature_dim, grid=4)
+        return ComposedVisionLLM(
+            lm, tok, feature_dim=feature_dim, grid=4, position_embedding=self.position_embedding,
+            token_norm=self.token_norm,
+        )
 
     def build(self, options=None, processor_config=None):
         options = options or HeadOptions()
@@ -349,16 +358,20 @@ class DefaultPreset(ModelPreset):
         grid: side of the pooled image-token grid.
         position_embedding: learned 2-D position embedding on the image tokens.
         chat_template: "chatml" (no system prompt: fewer tokens) or "smollm2" (the model's own template).
+        token_norm: image tokens LayerNormed to the scale of SmolLM2's word embeddings (see ``ComposedVisionLLM``).
     """
 
     name = "default"
 
-    def __init__(self, grid: int = 8, position_embedding: bool = True, chat_template: str = "chatml"):
+    def __init__(
+        self, grid: int = 8, position_embedding: bool = True, chat_template: str = "chatml", token_norm: bool = True
+    ):
         if chat_template not in ("chatml", "smollm2"):
             raise ValueError(f"chat_template must be chatml or smollm2, got {chat_template!r}")
         self.grid = grid
         self.position_embedding = position_embedding
         self.chat_template = chat_template
+        self.token_norm = token_norm
 
     def build(self, options=None, processor_config=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -375,7 +388,8 @@ class DefaultPreset(ModelPreset):
         add_grounding_tokens(tok, lm, extra=(IMAGE,))
         head = build_sam_head(SamConfig(encoder="lite_medsam", checkpoint="auto"))
         vlm = ComposedVisionLLM(
-            lm, tok, feature_dim=head.embed_dim, grid=self.grid, position_embedding=self.position_embedding
+            lm, tok, feature_dim=head.embed_dim, grid=self.grid, position_embedding=self.position_embedding,
+            token_norm=self.token_norm,
         )
         return assemble(vlm, head, options, processor_config)
 

@@ -22,7 +22,8 @@ def _trained_tiny(kind: str) -> GroundingLitModule:
     """A tiny model whose trained parts are not at their initial values (LoRA B is zero at init: merging it would
     prove nothing)."""
     torch.manual_seed(0)
-    lit = GroundingLitModule(TinyPreset(kind), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    preset = TinyPreset("composed", position_embedding=True, token_norm=True) if kind == "composed-norm" else TinyPreset(kind)
+    lit = GroundingLitModule(preset, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, p in lit.named_parameters():
@@ -57,14 +58,14 @@ def _assert_same(before, after):
             torch.testing.assert_close(a.mask_logits, b.mask_logits, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["llava", "qwen2vl", "composed"])
+@pytest.mark.parametrize("kind", ["llava", "qwen2vl", "composed", "composed-norm"])
 def test_export_round_trip_gives_the_same_predictions(kind, tmp_path):
     lit = _trained_tiny(kind)
     before = _predictions(lit.model, lit.processor)
     out = export_model(copy.deepcopy(lit.model), lit.processor, tmp_path / "export")
     assert is_exported(out)
     cfg = json.loads((out / EXPORT_CONFIG).read_text())
-    assert cfg["lora_merged"] and cfg["vision_llm"]["kind"] == ("composed" if kind == "composed" else "hf")
+    assert cfg["lora_merged"] and cfg["vision_llm"]["kind"] == ("composed" if kind.startswith("composed") else "hf")
     # the vision-LLM is a plain transformers folder: no peft adapter, no LoRA tensors
     assert (out / "vision_llm" / "config.json").is_file() and not (out / "vision_llm" / "adapter_config.json").exists()
     from safetensors import safe_open

@@ -228,3 +228,24 @@ def test_region_features_follow_the_order_of_references(sample):
     ]
     enc = proc.encode(GroundingSample(sample.image, turns, sample.targets, regions))
     assert np.allclose(enc.regions.numpy(), enc.geometry.boxes_to_input(regions[[1, 0]]))
+
+
+def test_token_norm_puts_image_tokens_at_the_scale_of_words():
+    """With token_norm, projected image tokens start at the LM's word-embedding scale and their position code is
+    as large as their content (a plain projector drifts to tokens many times larger, drowning the position)."""
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+
+    model, proc = TinyPreset("composed", position_embedding=True, token_norm=True).build(HeadOptions())
+    vlm = model.vision_llm
+    words = vlm.language_model.get_input_embeddings().weight.norm(dim=-1).mean()
+    with torch.no_grad():
+        vlm.projector[2].weight.mul_(50.0)  # a projector whose outputs grew large
+        feats = torch.randn(2, model.mask_head.embed_dim, 8, 8)
+        content = vlm.token_norm(vlm.projector(torch.nn.functional.adaptive_avg_pool2d(feats, vlm.grid).flatten(2).transpose(1, 2)))
+        tokens = vlm.image_tokens({}, feats)
+    assert tokens.shape == (2 * vlm.grid**2, vlm.hidden_size)
+    assert torch.allclose(content.norm(dim=-1).mean(), words, rtol=0.05)
+    assert torch.allclose(vlm.position_embedding.norm(dim=-1).mean(), words, rtol=0.15)
+    plain, _ = TinyPreset("composed").build(HeadOptions())
+    assert plain.vision_llm.token_norm is None

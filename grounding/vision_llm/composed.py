@@ -38,6 +38,9 @@ class ComposedVisionLLM(VisionLLM):
     ``pixel_values`` made by ``image_transform`` to B x C x h x w features. ``position_embedding``: add a
     learned 2-D position embedding to the image tokens. ``feature_norm``: "instance" standardises each feature
     channel over the image before pooling (InstanceNorm with a learned affine), "none" leaves features as they are.
+    ``token_norm``: LayerNorm the projected tokens to the scale of the language model's own token embeddings (and
+    start the position embedding at that scale too), so that image tokens neither dwarf the text nor drown
+    their position code; without it a freshly trained projector drifts to tokens many times larger than words.
     """
 
     image_placeholder = IMAGE
@@ -54,6 +57,7 @@ class ComposedVisionLLM(VisionLLM):
         projector_hidden: int | None = None,
         position_embedding: bool = False,
         feature_norm: str = "instance",
+        token_norm: bool = False,
     ):
         super().__init__()
         self.language_model = language_model
@@ -72,8 +76,15 @@ class ComposedVisionLLM(VisionLLM):
         # similarity ~0.8 for LiteMedSAM): standardising each channel over the image keeps what differs
         self.feature_norm = nn.InstanceNorm2d(feature_dim, affine=True) if feature_norm == "instance" else None
         self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, d))
+        scale = 1.0
+        self.token_norm = None
+        if token_norm:  # the mean L2 norm of the LM's token embeddings: image tokens start at the scale of words
+            with torch.no_grad():
+                scale = float(language_model.get_input_embeddings().weight.float().norm(dim=-1).mean())
+            self.token_norm = nn.LayerNorm(d)
+            nn.init.constant_(self.token_norm.weight, scale / d**0.5)
         # a learned 2-D position embedding per image token (initialised sinusoidally) makes "where" easy to read
-        self.position_embedding = nn.Parameter(sincos_2d(self.grid, d)) if position_embedding else None
+        self.position_embedding = nn.Parameter(sincos_2d(self.grid, d, norm=scale)) if position_embedding else None
         self.image_token_id = token_id(tokenizer, IMAGE)
 
     @property
@@ -121,6 +132,8 @@ class ComposedVisionLLM(VisionLLM):
         tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
         proj_dtype = self.projector[0].weight.dtype
         out = self.projector(tokens.to(proj_dtype))
+        if self.token_norm is not None:
+            out = self.token_norm(out)
         if self.position_embedding is not None:
             out = out + self.position_embedding
         return out.flatten(0, 1)
