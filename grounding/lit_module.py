@@ -240,13 +240,13 @@ class GroundingLitModule(L.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs, prog_bar=k in ("ce", "mask_iou"))
         return loss
 
-    def validation_step(self, batch: GroundingBatch, batch_idx: int, dataloader_idx: int = 0):
+    def validation_step(self, batch: GroundingBatch, batch_idx: int, dataloader_idx: int = 0, stage: str = "val"):
         fwd = self.model(batch)
         loss, parts = grounding_loss(fwd, batch, self.loss_weights)
         bs = batch.batch_size
-        self.log("val/loss", loss, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
+        self.log(f"{stage}/loss", loss, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
         for k, v in parts.items():
-            self.log(f"val/{k}", v, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
+            self.log(f"{stage}/{k}", v, batch_size=bs, sync_dist=True, add_dataloader_idx=False)
         if self.evaluator.config.generate:
             self.evaluator.update(batch.samples, image_embeddings=fwd.image_embeddings, keys=batch.image_keys)
 
@@ -267,7 +267,7 @@ class GroundingLitModule(L.LightningModule):
                 self.log(f"{stage}/{name}", value, sync_dist=False)
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        return self.validation_step(batch, batch_idx, dataloader_idx)
+        return self.validation_step(batch, batch_idx, dataloader_idx, stage="test")
 
     def on_test_epoch_start(self) -> None:
         self.on_validation_epoch_start()
