@@ -141,6 +141,7 @@ def export_model(
             "projector_hidden": int(vlm.projector[0].out_features),
             "position_embedding": getattr(vlm, "position_embedding", None) is not None,
             "token_norm": getattr(vlm, "token_norm", None) is not None,
+            "feature_norm": "instance" if getattr(vlm, "feature_norm", None) is not None else "none",
         }
         tokenizer_or_processor = vlm.tokenizer
     else:
@@ -222,6 +223,7 @@ def load_exported(path: str | Path, dtype: str | torch.dtype | None = "auto") ->
             projector_hidden=spec["projector_hidden"],
             position_embedding=spec.get("position_embedding", False),
             token_norm=spec.get("token_norm", False),
+            feature_norm=spec.get("feature_norm", "instance"),
         )
     else:
         raise ValueError(f"{path}: unknown vision_llm kind {spec['kind']!r}")

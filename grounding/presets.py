@@ -89,8 +89,8 @@ class TinyPreset(ModelPreset):
         hidden_size: width of the tiny language model.
         num_layers: depth of the tiny language model.
         seed: initialisation seed.
-        position_embedding, token_norm: options of the composed vision-LLM (see ``ComposedVisionLLM``; the
-            embedded default model uses both).
+        position_embedding, token_norm, feature_norm: options of the composed vision-LLM (see
+            ``ComposedVisionLLM``; the embedded default model uses position_embedding, token_norm and "instance").
     """
 
     name = "tiny"
@@ -104,6 +104,7 @@ class TinyPreset(ModelPreset):
         seed: int = 0,
         position_embedding: bool = False,
         token_norm: bool = False,
+        feature_norm: str = "instance",
     ):
         if vision_llm not in ("llava", "qwen2vl", "composed"):
             raise ValueError(f"vision_llm must be llava, qwen2vl or composed, got {vision_llm!r}")
@@ -114,6 +115,7 @@ class TinyPreset(ModelPreset):
         self.seed = seed
         self.position_embedding = position_embedding
         self.token_norm = token_norm
+        self.feature_norm = feature_norm
 
     def _text_config(self, vocab_size: int, **extra) -> dict:
         h = self.hidden_size
@@ -198,7 +200,7 @@ class TinyPreset(ModelPreset):
         lm = LlamaForCausalLM(LlamaConfig(**self._text_config(len(tok)), tie_word_embeddings=True))
         return ComposedVisionLLM(
             lm, tok, feature_dim=feature_dim, grid=4, position_embedding=self.position_embedding,
-            token_norm=self.token_norm,
+            token_norm=self.token_norm, feature_norm=self.feature_norm,
         )
 
     def build(self, options=None, processor_config=None):

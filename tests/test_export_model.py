@@ -22,7 +22,12 @@ def _trained_tiny(kind: str) -> GroundingLitModule:
     """A tiny model whose trained parts are not at their initial values (LoRA B is zero at init: merging it would
     prove nothing)."""
     torch.manual_seed(0)
-    preset = TinyPreset("composed", position_embedding=True, token_norm=True) if kind == "composed-norm" else TinyPreset(kind)
+    # composed-norm: the default model's token_norm and position code, without the feature InstanceNorm, so the
+    # export must carry all three options to rebuild the same model
+    preset = (
+        TinyPreset("composed", position_embedding=True, token_norm=True, feature_norm="none")
+        if kind == "composed-norm" else TinyPreset(kind)
+    )
     lit = GroundingLitModule(preset, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
