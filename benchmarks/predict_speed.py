@@ -72,11 +72,12 @@ def scenes(n: int, offset: int = 0) -> tuple[list[np.ndarray], list[str]]:
     return images, prompts
 
 
-def peak_rss_of_cli(model: str, max_new_tokens: int) -> tuple[float, float]:
+def peak_rss_of_cli(model: str, max_new_tokens: int, encoder_precision: str = "auto") -> tuple[float, float]:
     """(max RSS in MiB, wall seconds) of ``grounding predict`` on the quick-start image, as a subprocess."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "grounding.cli", "predict", "--image", str(SHAPES), "--prompt", PROMPT,
-               "--model", model, "--out", out, "--max-new-tokens", str(max_new_tokens)]
+               "--model", model, "--out", out, "--max-new-tokens", str(max_new_tokens),
+               "--encoder-precision", encoder_precision]
         t = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         wall = time.perf_counter() - t
@@ -207,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="images in the predict_batch comparison")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the best counts)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--encoder-precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                    help="GroundingPredictor's encoder_precision (auto: bf16 where native, as `grounding predict`)")
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak-memory subprocess")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")
     ap.add_argument(
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
 
     rows: list[tuple[str, str, str]] = []
     if not args.skip_rss and args.model != "default-untrained":  # first, so that RUSAGE_CHILDREN holds this one child only
-        rss, wall = peak_rss_of_cli(args.model, args.max_new_tokens)
+        rss, wall = peak_rss_of_cli(args.model, args.max_new_tokens, args.encoder_precision)
         rows.append(("peak RSS of `grounding predict` (one image, model load included)", f"{rss:,.0f} MiB", f"wall {wall:.1f} s"))
 
     t = clock()
@@ -235,9 +238,13 @@ def main(argv=None) -> int:
         from grounding.presets import PRESETS
 
         model, processor = PRESETS["default"]().build()
-        predictor = GroundingPredictor(model.eval(), processor, max_new_tokens=args.max_new_tokens)
+        predictor = GroundingPredictor(
+            model.eval(), processor, max_new_tokens=args.max_new_tokens, encoder_precision=args.encoder_precision
+        )
     else:
-        predictor = GroundingPredictor.from_pretrained(args.model, max_new_tokens=args.max_new_tokens)
+        predictor = GroundingPredictor.from_pretrained(
+            args.model, max_new_tokens=args.max_new_tokens, encoder_precision=args.encoder_precision
+        )
     load_s = clock() - t
     predictor.model.feature_cache = None  # every encoder pass is real
     image = load_image(SHAPES)
@@ -284,7 +291,8 @@ def main(argv=None) -> int:
         Path(args.profile).write_text(prof.output_html())
         rows.append(("profile of one predict", args.profile, ""))
 
-    print(f"\nmodel: {args.model}; clock: {args.clock}; torch threads: {torch.get_num_threads()}; cpu count: {os.cpu_count()}; "
+    precision = "float32" if predictor.encoder_dtype is None else str(predictor.encoder_dtype).replace("torch.", "")
+    print(f"\nmodel: {args.model}; image encoder: {precision} ({args.encoder_precision}); clock: {args.clock}; torch threads: {torch.get_num_threads()}; cpu count: {os.cpu_count()}; "
           f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

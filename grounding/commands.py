@@ -93,6 +93,12 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-to-mask", action="store_true", help="turn boxes written as text into masks (SAM box prompt)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="longest answer, in tokens (default: 96)")
+    p.add_argument(
+        "--encoder-precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="image encoder precision; auto: bf16 where the CPU/GPU computes it natively, else fp32 (default: auto)",
+    )
     p.add_argument("--out", required=True, help="output folder (created)")
     return p
 
@@ -131,9 +137,12 @@ def _predict(args) -> int:
 
     _stderr(f"loading model {args.model!r} ...")
     t1 = time.perf_counter()
-    predictor = load_predictor(args.model, args.device, max_new_tokens=args.max_new_tokens)
+    predictor = load_predictor(
+        args.model, args.device, max_new_tokens=args.max_new_tokens, encoder_precision=args.encoder_precision
+    )
     t2 = time.perf_counter()
-    _stderr(f"loaded in {t2 - t1:.1f} s; predicting ...")
+    precision = "float32" if predictor.encoder_dtype is None else str(predictor.encoder_dtype).replace("torch.", "")
+    _stderr(f"loaded in {t2 - t1:.1f} s (image encoder in {precision}); predicting ...")
 
     result = predictor.predict(image, args.prompt, regions=regions, box_to_mask=args.box_to_mask)
     t3 = time.perf_counter()

@@ -27,7 +27,7 @@ import torch
 
 from data.sample import Turn
 from data.transforms import as_rgb_uint8
-from grounding.errors import InvalidImageError, InvalidPromptError, InvalidRegionError
+from grounding.errors import GroundingError, InvalidImageError, InvalidPromptError, InvalidRegionError
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
 from grounding.results import GroundingResult, Segment, mask_box
@@ -124,9 +124,16 @@ class GroundingPredictor:
         max_new_tokens: int = 96,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         encoder_batch_size: int | None = None,
+        encoder_precision: str = "auto",
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        # "auto": the image encoder in bfloat16 where the hardware computes it natively (as in bf16-mixed
+        # training, whose cached features were bf16 too), float32 elsewhere; see SamMaskHead.set_encoder_precision
+        try:
+            self.encoder_dtype = self.model.mask_head.set_encoder_precision(encoder_precision, self.device)
+        except ValueError as e:
+            raise GroundingError(str(e)) from None
         self.processor = processor
         self.max_new_tokens = max_new_tokens
         self.max_pixels = max_pixels

@@ -131,6 +131,21 @@ class MaskPrediction:
     iou: Tensor
 
 
+def _cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bfloat16 matrix products in hardware (AVX512-BF16 or AMX), not emulated."""
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
 class SamMaskHead(nn.Module):
     """SAM image encoder + prompt encoder + mask decoder.
 
@@ -157,6 +172,8 @@ class SamMaskHead(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.image_encoder_frozen = False
+        # None: the image encoder runs in the caller's precision; a dtype: under autocast to it (inference)
+        self.encoder_dtype: torch.dtype | None = None
         if self.embed_dim != mask_decoder.transformer_dim:
             raise ValueError(f"prompt encoder dim {self.embed_dim} != mask decoder dim {mask_decoder.transformer_dim}")
 
@@ -168,12 +185,41 @@ class SamMaskHead(nn.Module):
     def encode_image(self, images: Tensor) -> Tensor:
         """B x 3 x S x S normalised images (input frame, S = ``image_size``) -> B x C x h x w image embeddings.
 
-        The only place the image encoder runs. Works with autograd and under ``torch.no_grad()``.
+        The only place the image encoder runs. Works with autograd and under ``torch.no_grad()``. With
+        ``encoder_dtype`` set (see :meth:`set_encoder_precision`) and no autocast already active, the encoder
+        runs under autocast to that dtype and its embeddings come back as float32.
         """
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (self.image_size,) * 2:
             side = self.image_size
             raise ValueError(f"expected B x 3 x {side} x {side} images, got {tuple(images.shape)}")
-        return self.image_encoder(images)
+        device = images.device.type
+        if self.encoder_dtype is None or torch.is_autocast_enabled(device):
+            return self.image_encoder(images)
+        with torch.autocast(device, dtype=self.encoder_dtype):
+            out = self.image_encoder(images)
+        return out.float()
+
+    def set_encoder_precision(self, precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
+        """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"``: the image encoder's compute precision at inference.
+
+        ``"auto"`` picks bfloat16 where the device computes it natively (a CUDA GPU with bf16, or a CPU whose
+        oneDNN has bf16 kernels: AVX512-BF16 / AMX) and float32 elsewhere; mixed-precision training computes
+        (and caches) the encoder's features in bfloat16 too, so inference then sees what training saw. Returns
+        the dtype chosen (None: float32).
+        """
+        kind = torch.device(device).type
+        if precision == "auto":
+            if kind == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            elif kind == "cpu":
+                precision = "bf16" if _cpu_has_native_bf16() else "fp32"
+            else:
+                precision = "fp32"
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"encoder precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
+        self.encoder_dtype = dtypes[precision]
+        return self.encoder_dtype
 
     def freeze_image_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) training the image encoder: no gradients, and it stays in eval mode through

@@ -233,3 +233,37 @@ def test_from_pretrained_unknown_model():
     with pytest.raises(FileNotFoundError, match="no model"):
         GroundingPredictor.from_pretrained("/no/such/model/folder")
 
+
+
+def test_encoder_precision(predictor):
+    """bf16 runs the image encoder under autocast and hands back float32 embeddings close to float32's; auto
+    follows the hardware; a bad name is a clear error; training (autocast already on) is left alone."""
+    import torch
+
+    from grounding.errors import GroundingError
+    from heads.sam import _cpu_has_native_bf16
+
+    head = predictor.model.mask_head
+    x = torch.randn(1, 3, head.image_size, head.image_size)
+    old = head.encoder_dtype
+    try:
+        assert head.set_encoder_precision("fp32") is None
+        with torch.no_grad():
+            ref = head.encode_image(x)
+        assert head.set_encoder_precision("bf16") is torch.bfloat16
+        with torch.no_grad():
+            low = head.encode_image(x)
+        assert low.dtype == torch.float32 and not torch.equal(low, ref)  # computed in bf16, returned as float32
+        assert (low - ref).norm() / ref.norm() < 0.05
+        head.set_encoder_precision("fp16")
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the caller's autocast decides (training)
+            assert torch.equal(head.encode_image(x), head.image_encoder(x))
+        assert head.set_encoder_precision("auto", "cpu") == (torch.bfloat16 if _cpu_has_native_bf16() else None)
+        with pytest.raises(ValueError, match="encoder precision"):
+            head.set_encoder_precision("int8")
+        with pytest.raises(GroundingError, match="encoder precision"):
+            GroundingPredictor(predictor.model, predictor.processor, encoder_precision="half")
+        fp32 = GroundingPredictor(predictor.model, predictor.processor, encoder_precision="fp32")
+        assert fp32.encoder_dtype is None and head.encoder_dtype is None
+    finally:
+        head.encoder_dtype = old
