@@ -16,8 +16,9 @@ from grounding.evaluation import EvalConfig, Evaluator
 
 pytestmark = pytest.mark.slow
 
-# measured on these 10 scenes (70 questions) with the shipped parts: seg gIoU 0.51, count acc 0.8, region acc 0.7
-SEG_GIOU_FLOOR, COUNT_FLOOR, REGION_FLOOR = 0.3, 0.5, 0.4
+# measured on these 10 scenes (70 questions) with the shipped parts: seg gIoU 0.50, one-target gIoU 0.33,
+# count acc 0.7, region acc 0.8
+SEG_GIOU_FLOOR, RES_GIOU_FLOOR, COUNT_FLOOR, REGION_FLOOR = 0.3, 0.2, 0.5, 0.5
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_default_model_grounds_held_out_scenes(predictor):
     m = ev.compute()
     print(m)
     assert m["seg/giou"] >= SEG_GIOU_FLOOR, m
+    assert m["res/giou"] >= RES_GIOU_FLOOR, m
     assert m["multi/count_acc"] >= COUNT_FLOOR, m
     assert m["region/acc"] >= REGION_FLOOR, m
 
