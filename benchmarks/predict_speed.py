@@ -208,7 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="images in the predict_batch comparison")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the best counts)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--encoder-precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    from heads.sam import ENCODER_PRECISIONS
+
+    ap.add_argument("--encoder-precision", choices=ENCODER_PRECISIONS, default="auto",
                     help="GroundingPredictor's encoder_precision (auto: bf16 where native, as `grounding predict`)")
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak-memory subprocess")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, one per core)")
@@ -291,7 +293,7 @@ def main(argv=None) -> int:
         Path(args.profile).write_text(prof.output_html())
         rows.append(("profile of one predict", args.profile, ""))
 
-    precision = "float32" if predictor.encoder_dtype is None else str(predictor.encoder_dtype).replace("torch.", "")
+    precision = predictor.model.mask_head.encoder_precision
     print(f"\nmodel: {args.model}; image encoder: {precision} ({args.encoder_precision}); clock: {args.clock}; torch threads: {torch.get_num_threads()}; cpu count: {os.cpu_count()}; "
           f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     w0 = max(len(r[0]) for r in rows)

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 from data.synthetic import SyntheticVideos  # noqa: E402
 from data.transforms import ImageTransform  # noqa: E402
 from grounding.metrics import j_and_f  # noqa: E402
-from heads.sam import SamConfig, SamMaskHead, build_sam_head  # noqa: E402
+from heads.sam import ENCODER_PRECISIONS, SamConfig, SamMaskHead, build_sam_head  # noqa: E402
 from heads.tracking import FlowTracker, FlowTrackerConfig, Tracker  # noqa: E402
 
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sam2", default=None, help="local folder with Sam2VideoModel weights (default: tiny random)")
     p.add_argument("--quick", action="store_true", help="2 videos of 6 frames, one speed video")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    p.add_argument("--encoder-precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--encoder-precision", choices=ENCODER_PRECISIONS, default="auto",
                    help="LiteMedSAM image encoder precision, as GroundingPredictor's (auto: bf16 where native)")
     args = p.parse_args(argv)
     if args.quick:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     head = build_sam_head(SamConfig(encoder="lite_medsam", checkpoint="auto")).eval()
-    dtype = head.set_encoder_precision(args.encoder_precision, "cpu")
+    head.set_encoder_precision(args.encoder_precision, "cpu")
     flow = Engine("flow (LiteMedSAM)", FlowTracker(head))
     baseline = PerFrameBox(head)
     baseline.name = "per-frame box (LiteMedSAM)"
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         sam2 = Engine("sam2 (tiny, random)", Sam2Tracker(*build_tiny_sam2(128)))
     methods = [flow, baseline, sam2]
     print(f"models loaded in {time.perf_counter() - t0:.1f} s; {args.threads} threads; LiteMedSAM image encoder in "
-          f"{'float32' if dtype is None else str(dtype).replace('torch.', '')}", file=sys.stderr)
+          f"{head.encoder_precision}", file=sys.stderr)
 
     fps: dict[str, dict[int, float]] = {m.name: {} for m in methods}
     for size in args.sizes:

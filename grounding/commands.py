@@ -95,7 +95,7 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=96, help="longest answer, in tokens (default: 96)")
     p.add_argument(
         "--encoder-precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=("auto", "fp32", "bf16", "fp16"),  # heads.sam.ENCODER_PRECISIONS (not imported: no torch here yet)
         default="auto",
         help="image encoder precision; auto: bf16 where the CPU/GPU computes it natively, else fp32 (default: auto)",
     )
@@ -141,8 +141,7 @@ def _predict(args) -> int:
         args.model, args.device, max_new_tokens=args.max_new_tokens, encoder_precision=args.encoder_precision
     )
     t2 = time.perf_counter()
-    precision = "float32" if predictor.encoder_dtype is None else str(predictor.encoder_dtype).replace("torch.", "")
-    _stderr(f"loaded in {t2 - t1:.1f} s (image encoder in {precision}); predicting ...")
+    _stderr(f"loaded in {t2 - t1:.1f} s (image encoder in {predictor.model.mask_head.encoder_precision}); predicting ...")
 
     result = predictor.predict(image, args.prompt, regions=regions, box_to_mask=args.box_to_mask)
     t3 = time.perf_counter()

@@ -131,7 +131,7 @@ class GroundingPredictor:
         # "auto": the image encoder in bfloat16 where the hardware computes it natively (as in bf16-mixed
         # training, whose cached features were bf16 too), float32 elsewhere; see SamMaskHead.set_encoder_precision
         try:
-            self.encoder_dtype = self.model.mask_head.set_encoder_precision(encoder_precision, self.device)
+            self.model.mask_head.set_encoder_precision(encoder_precision, self.device)
         except ValueError as e:
             raise GroundingError(str(e)) from None
         self.processor = processor
@@ -142,6 +142,11 @@ class GroundingPredictor:
         self.encoder_batch_size = encoder_batch_size
         self._state: _ImageState | None = None
         self._lock = threading.RLock()
+
+    @property
+    def encoder_dtype(self) -> torch.dtype | None:
+        """The image encoder's autocast dtype (None: float32); the mask head holds it."""
+        return self.model.mask_head.encoder_dtype
 
     # ------------------------------------------------------------------ loading
     @classmethod

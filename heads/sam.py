@@ -14,6 +14,7 @@ Presets live in small builder functions and a registry dict, as in ``segment_any
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import warnings
@@ -131,6 +132,11 @@ class MaskPrediction:
     iou: Tensor
 
 
+ENCODER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # SamMaskHead.set_encoder_precision's names
+_PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@functools.cache
 def _cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bfloat16 matrix products in hardware (AVX512-BF16 or AMX), not emulated."""
     try:
@@ -215,11 +221,15 @@ class SamMaskHead(nn.Module):
                 precision = "bf16" if _cpu_has_native_bf16() else "fp32"
             else:
                 precision = "fp32"
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in dtypes:
-            raise ValueError(f"encoder precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
-        self.encoder_dtype = dtypes[precision]
+        if precision not in _PRECISION_DTYPES:
+            raise ValueError(f"encoder precision must be one of {', '.join(ENCODER_PRECISIONS)}; got {precision!r}")
+        self.encoder_dtype = _PRECISION_DTYPES[precision]
         return self.encoder_dtype
+
+    @property
+    def encoder_precision(self) -> str:
+        """The image encoder's precision at inference: "fp32", "bf16" or "fp16"."""
+        return next(name for name, dtype in _PRECISION_DTYPES.items() if dtype == self.encoder_dtype)
 
     def freeze_image_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) training the image encoder: no gradients, and it stays in eval mode through

@@ -234,7 +234,6 @@ def test_from_pretrained_unknown_model():
         GroundingPredictor.from_pretrained("/no/such/model/folder")
 
 
-
 def test_encoder_precision(predictor):
     """bf16 runs the image encoder under autocast and hands back float32 embeddings close to float32's; auto
     follows the hardware; a bad name is a clear error; training (autocast already on) is left alone."""
@@ -264,6 +263,11 @@ def test_encoder_precision(predictor):
         with pytest.raises(GroundingError, match="encoder precision"):
             GroundingPredictor(predictor.model, predictor.processor, encoder_precision="half")
         fp32 = GroundingPredictor(predictor.model, predictor.processor, encoder_precision="fp32")
-        assert fp32.encoder_dtype is None and head.encoder_dtype is None
+        assert fp32.encoder_dtype is None and head.encoder_dtype is None and head.encoder_precision == "fp32"
+        from grounding.commands import predict_parser
+        from heads.sam import ENCODER_PRECISIONS
+
+        flag = next(a for a in predict_parser()._actions if a.dest == "encoder_precision")
+        assert tuple(flag.choices) == ENCODER_PRECISIONS  # the CLI's literal copy stays in step
     finally:
         head.encoder_dtype = old
