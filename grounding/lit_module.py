@@ -150,6 +150,7 @@ class GroundingLitModule(L.LightningModule):
                 None,
             )
         _set_trainable(projector, self.trainable.projector)
+        _set_trainable(getattr(vlm, "abstractor", None), self.trainable.projector)  # the conv half of a "conv" projector
         head = m.mask_head
         _set_trainable(head.prompt_encoder, self.trainable.prompt_encoder)
         _set_trainable(head.mask_decoder, self.trainable.mask_decoder)

@@ -18,7 +18,8 @@ from torch import nn
 from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
-from grounding.tokens import GroundingTokenIds
+from grounding.results import mask_box
+from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM
 
 
@@ -261,4 +262,31 @@ class GroundingModel(nn.Module):
                     a.mask_logits = logits[start : start + k]
                     a.scores = iou[start : start + k, 0]
                 start += k
+            for a, geo in zip(answers, batch.geometries):
+                self._write_seg_boxes(a, geo)
         return answers
+
+    def _write_seg_boxes(self, answer: GeneratedAnswer, geometry) -> None:
+        """Write the box of each ``<box>[SEG]</box>`` (``ProcessorConfig.box_from_seg``) into the text: it
+        becomes ``<box>[x1, y1, x2, y2]</box> [SEG]`` with the box of that [SEG]'s mask in the original frame
+        (the box then reads like any written box, and the [SEG] keeps its mask); the answer is parsed again."""
+        text = answer.text
+        if f"{BOX_START}{SEG}{BOX_END}" not in text or answer.mask_logits is None:
+            return
+        h, w = geometry.original_hw
+        full = geometry.logits_to_original(answer.mask_logits.float())[:, 0]  # n x H x W
+        pieces = text.split(SEG)
+        out = [pieces[0]]
+        for j, rest in enumerate(pieces[1:]):
+            if j < len(full) and out[-1].endswith(BOX_START) and rest.startswith(BOX_END):
+                logit = full[j]
+                box = mask_box((logit > 0).cpu().numpy())
+                if box is None:  # an empty mask: the box of its most confident pixel
+                    y, x = divmod(int(logit.argmax()), logit.shape[1])
+                    box = np.array([x, y, x + 1, y + 1], np.float32)
+                out[-1] = out[-1][: -len(BOX_START)] + self.box_codec.encode(box, (w, h)) + " "
+                rest = rest[len(BOX_END) :]
+            out.append(SEG)
+            out.append(rest)
+        answer.text = "".join(out)
+        answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))

@@ -89,7 +89,7 @@ class TinyPreset(ModelPreset):
         hidden_size: width of the tiny language model.
         num_layers: depth of the tiny language model.
         seed: initialisation seed.
-        position_embedding, token_norm, feature_norm: options of the composed vision-LLM (see
+        position_embedding, token_norm, feature_norm, projector: options of the composed vision-LLM (see
             ``ComposedVisionLLM``; the embedded default model uses position_embedding, token_norm and "instance").
     """
 
@@ -105,6 +105,7 @@ class TinyPreset(ModelPreset):
         position_embedding: bool = False,
         token_norm: bool = False,
         feature_norm: str = "instance",
+        projector: str = "mlp",
     ):
         if vision_llm not in ("llava", "qwen2vl", "composed"):
             raise ValueError(f"vision_llm must be llava, qwen2vl or composed, got {vision_llm!r}")
@@ -116,6 +117,7 @@ class TinyPreset(ModelPreset):
         self.position_embedding = position_embedding
         self.token_norm = token_norm
         self.feature_norm = feature_norm
+        self.projector = projector
 
     def _text_config(self, vocab_size: int, **extra) -> dict:
         h = self.hidden_size
@@ -200,7 +202,7 @@ class TinyPreset(ModelPreset):
         lm = LlamaForCausalLM(LlamaConfig(**self._text_config(len(tok)), tie_word_embeddings=True))
         return ComposedVisionLLM(
             lm, tok, feature_dim=feature_dim, grid=4, position_embedding=self.position_embedding,
-            token_norm=self.token_norm, feature_norm=self.feature_norm,
+            token_norm=self.token_norm, feature_norm=self.feature_norm, projector=self.projector,
         )
 
     def build(self, options=None, processor_config=None):
@@ -361,12 +363,19 @@ class DefaultPreset(ModelPreset):
         position_embedding: learned 2-D position embedding on the image tokens.
         chat_template: "chatml" (no system prompt: fewer tokens) or "smollm2" (the model's own template).
         token_norm: image tokens LayerNormed to the scale of SmolLM2's word embeddings (see ``ComposedVisionLLM``).
+        projector: "mlp" (pooled cells) or "conv" (pooled cells + a convolutional abstractor that keeps shape);
+            see ``ComposedVisionLLM``.
     """
 
     name = "default"
 
     def __init__(
-        self, grid: int = 8, position_embedding: bool = True, chat_template: str = "chatml", token_norm: bool = True
+        self,
+        grid: int = 8,
+        position_embedding: bool = True,
+        chat_template: str = "chatml",
+        token_norm: bool = True,
+        projector: str = "mlp",
     ):
         if chat_template not in ("chatml", "smollm2"):
             raise ValueError(f"chat_template must be chatml or smollm2, got {chat_template!r}")
@@ -374,6 +383,9 @@ class DefaultPreset(ModelPreset):
         self.position_embedding = position_embedding
         self.chat_template = chat_template
         self.token_norm = token_norm
+        if projector not in ("mlp", "conv"):
+            raise ValueError(f"projector must be 'mlp' or 'conv', got {projector!r}")
+        self.projector = projector
 
     def build(self, options=None, processor_config=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -391,7 +403,7 @@ class DefaultPreset(ModelPreset):
         head = build_sam_head(SamConfig(encoder="lite_medsam", checkpoint="auto"))
         vlm = ComposedVisionLLM(
             lm, tok, feature_dim=head.embed_dim, grid=self.grid, position_embedding=self.position_embedding,
-            token_norm=self.token_norm,
+            token_norm=self.token_norm, projector=self.projector,
         )
         return assemble(vlm, head, options, processor_config)
 

@@ -20,7 +20,16 @@ from data.sample import GroundingSample, GroundRef, RegionRef, Turn
 from data.transforms import ImageGeometry, ImageTransform, as_rgb_uint8
 from grounding.box_codecs import make_box_codec
 from grounding.parse import parse_answer
-from grounding.tokens import GROUNDING_TOKENS, PHRASE_END, PHRASE_START, REGION, SEG, GroundingTokenIds
+from grounding.tokens import (
+    BOX_END,
+    BOX_START,
+    GROUNDING_TOKENS,
+    PHRASE_END,
+    PHRASE_START,
+    REGION,
+    SEG,
+    GroundingTokenIds,
+)
 from grounding.vision_llm.base import VisionLLM
 
 IGNORE_INDEX = -100
@@ -36,6 +45,11 @@ class ProcessorConfig:
     """Box text format: default (<box>[x1, y1, x2, y2]</box>, 0..999), qwen2vl, qwen25vl."""
     seg_with_box: bool = False
     """Write each [SEG] target's box right before its [SEG]; the box then also prompts the mask decoder."""
+    box_from_seg: bool = False
+    """A box asked for as text (REC) is written ``<box>[SEG]</box>``: the language model points at the object
+    with a [SEG] and the model writes the box of that [SEG]'s decoded mask into its answer (``GroundingModel.
+    generate``), so coordinates come from the mask decoder, which localises, instead of being spelled digit by
+    digit. Targets without a mask keep their box as text."""
     system_prompt: str | None = None
     """A system message before the conversation (None: whatever the chat template does by default)."""
     chat_template: str | None = None
@@ -160,6 +174,18 @@ class GroundingProcessor:
         text = "".join(p if isinstance(p, str) else REGION for p in turn.prompt)
         return text
 
+    def _box_as_seg(self, part: GroundRef, sample: GroundingSample) -> bool:
+        """Whether ``part`` (a box asked for as text) is written ``<box>[SEG]</box>`` (``box_from_seg``)."""
+        return (
+            self.config.box_from_seg and part.box and not part.seg and sample.targets[part.index].mask is not None
+        )
+
+    def _seg_parts(self, turn: Turn, sample: GroundingSample) -> list[GroundRef]:
+        """The answer's references that write a [SEG], in order (each has a mask target)."""
+        return [
+            g for g in turn.answer if isinstance(g, GroundRef) and (g.seg or self._box_as_seg(g, sample))
+        ]
+
     def render_answer(self, turn: Turn, sample: GroundingSample) -> str:
         w, h = sample.size[1], sample.size[0]
         out = []
@@ -170,6 +196,11 @@ class GroundingProcessor:
             target = sample.targets[part.index]
             if part.phrase is not None:
                 out.append(f"{PHRASE_START}{part.phrase}{PHRASE_END}")
+            if self._box_as_seg(part, sample):
+                if part.phrase is not None:
+                    out.append(" ")
+                out.append(f"{BOX_START}{SEG}{BOX_END}")
+                continue
             if part.box or (part.seg and self.config.seg_with_box):
                 if part.phrase is not None:
                     out.append(" ")
@@ -310,7 +341,7 @@ class GroundingProcessor:
         seg_targets: list[int] = []
         seg_boxes: list[np.ndarray] = []
         for t, answer in zip(sample.turns, answers):
-            grounds = [g for g in t.answer if isinstance(g, GroundRef) and g.seg]
+            grounds = self._seg_parts(t, sample)
             parsed = parse_answer(answer, self.codec, (w, h))
             by_seg = {s.seg_index: s for s in parsed.segments if s.seg_index is not None}
             if parsed.num_seg != len(grounds):

@@ -249,3 +249,79 @@ def test_token_norm_puts_image_tokens_at_the_scale_of_words():
     assert torch.allclose(vlm.position_embedding.norm(dim=-1).mean(), words, rtol=0.15)
     plain, _ = TinyPreset("composed").build(HeadOptions())
     assert plain.vision_llm.token_norm is None
+
+
+@pytest.mark.parametrize("projector", ["mlp", "conv"])
+def test_conv_projector_sees_the_layout_inside_a_cell(projector):
+    """Two feature maps with the same mean in every grid cell but a different layout inside one cell (a
+    shape's outline): the "mlp" projector (pooled cells) cannot tell them apart, the "conv" one can, and it
+    is trained with the projector and saved with the trained parts."""
+    from grounding.lit_module import GroundingLitModule
+    from grounding.presets import TinyPreset
+
+    lit = GroundingLitModule(preset=TinyPreset("composed", projector=projector))
+    vlm = lit.model.vision_llm
+    assert (vlm.abstractor is not None) == (projector == "conv")
+    c, n = lit.model.mask_head.embed_dim, vlm.grid * 4  # 4 x 4 feature pixels per cell
+    torch.manual_seed(0)
+    a = torch.randn(1, c, n, n)
+    b = a.clone()
+    b[..., :4, :4] = b[..., :4, :4].flip(-1).flip(-2)  # the first cell, turned half round: same mean
+    with torch.no_grad():
+        ta, tb = vlm.image_tokens({}, a), vlm.image_tokens({}, b)
+    assert ta.shape == (vlm.grid**2, vlm.hidden_size)
+    assert torch.allclose(ta[0], tb[0], atol=1e-5) == (projector == "mlp")
+    if projector == "conv":
+        assert all(p.requires_grad for p in vlm.abstractor.parameters())
+        assert any(k.startswith("model.vision_llm.abstractor.") for k in lit.trainable_state_dict())
+    with pytest.raises(ValueError, match="projector must be"):
+        TinyPreset("composed", projector="pool").build()
+
+
+def test_box_from_seg_writes_asked_boxes_as_a_seg(sample):
+    """box_from_seg: a box asked for as text becomes "<box>[SEG]</box>" with the object's mask as the [SEG]
+    target; a target without a mask keeps its box as digits."""
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+    from grounding.processor import ProcessorConfig
+
+    model, proc = TinyPreset("composed").build(HeadOptions(), ProcessorConfig(box_from_seg=True))
+    rec = sample.turns[2]
+    assert rec.task == Task.REC
+    enc = proc.encode(GroundingSample(sample.image, [sample.turns[0], rec], sample.targets))
+    text = proc.tokenizer.decode(enc.input_ids)
+    assert "It is <box>[SEG]</box>." in text and text.count("[SEG]") == 2
+    S = enc.geometry.input_size
+    assert enc.seg_masks.shape == (2, S, S)
+    assert torch.equal(enc.seg_masks[1], torch.from_numpy(enc.geometry.mask_to_input(sample.targets[1].mask)))
+    assert torch.isnan(enc.seg_boxes).all()  # nothing written before the [SEG]s: no box prompt
+    no_mask = [sample.targets[0], Target(sample.targets[1].box)]
+    enc = proc.encode(GroundingSample(sample.image, [rec], no_mask))
+    text = proc.tokenizer.decode(enc.input_ids)
+    assert "It is <box>[" in text and "[SEG]" not in text and enc.seg_masks.shape[0] == 0
+
+
+def test_box_from_seg_answers_carry_the_box_of_the_mask():
+    """An answer "<box>[SEG]</box>" is rewritten with the box of the [SEG]'s decoded mask, in the original
+    image frame, and keeps the [SEG] with its mask; other [SEG]s are left alone; an empty mask still gives a box."""
+    from data.transforms import ImageTransform
+    from grounding.model import GeneratedAnswer
+    from grounding.parse import parse_answer
+
+    model, _ = build_tiny("composed")
+    geo = ImageTransform(size=64).geometry((60, 90))  # resized 43 x 64, padded to 64 x 64
+    logits = torch.full((3, 1, 16, 16), -5.0)
+    logits[0, 0, 4:8, 2:6] = 5.0  # input pixels 16..32 x 8..24 -> original x 11..34, y 22..45 (approx.)
+    logits[2, 0, 1, 1] = -1.0  # an all-negative mask: its most confident pixel
+    text = "It is at <box>[SEG]</box>, beside <p>it</p> [SEG] and <box>[SEG]</box>."
+    ans = GeneratedAnswer(text, parse_answer(text, model.box_codec, (90, 60)), [], logits, torch.ones(3))
+    model._write_seg_boxes(ans, geo)
+    assert ans.text.startswith("It is at <box>[") and "</box> [SEG], beside <p>it</p> [SEG] and <box>[" in ans.text
+    assert ans.parsed.num_seg == 3 and not ans.parsed.skipped
+    mask = (geo.logits_to_original(logits[:1])[0, 0] > 0).numpy()
+    ys, xs = np.nonzero(mask)
+    expected = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    first, second, third = ans.parsed.segments
+    assert first.seg_index == 0 and np.allclose(first.box, expected, atol=90 / 999 + 1e-3)
+    assert second.box is None and second.phrase == "it"
+    assert third.seg_index == 2 and third.box is not None and (third.box[2:] - third.box[:2]).max() <= 2

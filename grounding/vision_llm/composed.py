@@ -30,6 +30,30 @@ def sincos_2d(grid: int, dim: int, norm: float = 1.0) -> torch.Tensor:
     return pe * (norm / (dim / 2) ** 0.5)
 
 
+class ConvAbstractor(nn.Module):
+    """Convolutions over the full feature map before pooling, so an image token can carry the *shape* of what
+    lies in its cell, which average pooling erases (a locality-preserving projector in the spirit of Honeybee's
+    C-Abstractor). B x C x h x w -> B x width x grid x grid.
+
+    A 1x1 reduction to ``width`` channels, ``stages`` stride-2 3x3 convolutions, adaptive average pooling to
+    the grid, then one 3x3 convolution across neighbouring cells (receptive field ~31 feature pixels for a 64 x 64
+    map: a whole object, not a corner of it).
+    """
+
+    def __init__(self, feature_dim: int, grid: int, width: int = 128, stages: int = 3):
+        super().__init__()
+        self.grid = int(grid)
+        layers: list[nn.Module] = [nn.Conv2d(feature_dim, width, 1), nn.GELU()]
+        for _ in range(stages):
+            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU()]
+        self.down = nn.Sequential(*layers)
+        self.mix = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.down(features)
+        return self.mix(F.adaptive_avg_pool2d(x, self.grid))
+
+
 class ComposedVisionLLM(VisionLLM):
     """``language_model``: a transformers causal LM whose ``tokenizer`` already has the ``<image>`` token.
 
@@ -41,6 +65,9 @@ class ComposedVisionLLM(VisionLLM):
     ``token_norm``: LayerNorm the projected tokens to the scale of the language model's own token embeddings (and
     start the position embedding at that scale too), so that image tokens neither dwarf the text nor drown
     their position code; without it a freshly trained projector drifts to tokens many times larger than words.
+    ``projector``: "mlp" projects each pooled cell (LLaVA's two-layer MLP); "conv" also runs a ``ConvAbstractor``
+    over the unpooled map and projects [pooled cell, its conv features] (``conv_width`` channels), so tokens
+    carry the shape of what they show, not only its mean colour.
     """
 
     image_placeholder = IMAGE
@@ -58,6 +85,8 @@ class ComposedVisionLLM(VisionLLM):
         position_embedding: bool = False,
         feature_norm: str = "instance",
         token_norm: bool = False,
+        projector: str = "mlp",
+        conv_width: int = 128,
     ):
         super().__init__()
         self.language_model = language_model
@@ -75,7 +104,11 @@ class ComposedVisionLLM(VisionLLM):
         # SAM-style embeddings share a large component across positions (pooled tokens of one image have cosine
         # similarity ~0.8 for LiteMedSAM): standardising each channel over the image keeps what differs
         self.feature_norm = nn.InstanceNorm2d(feature_dim, affine=True) if feature_norm == "instance" else None
-        self.projector = nn.Sequential(nn.Linear(feature_dim, h), nn.GELU(), nn.Linear(h, d))
+        if projector not in ("mlp", "conv"):
+            raise ValueError(f"projector must be 'mlp' or 'conv', got {projector!r}")
+        self.abstractor = ConvAbstractor(feature_dim, self.grid, conv_width) if projector == "conv" else None
+        in_dim = feature_dim + (conv_width if self.abstractor is not None else 0)
+        self.projector = nn.Sequential(nn.Linear(in_dim, h), nn.GELU(), nn.Linear(h, d))
         scale = 1.0
         self.token_norm = None
         if token_norm:  # the mean L2 norm of the LM's token embeddings: image tokens start at the scale of words
@@ -93,7 +126,8 @@ class ComposedVisionLLM(VisionLLM):
 
     @property
     def hidden_size(self) -> int:
-        return self.language_model.get_input_embeddings().embedding_dim
+        # the config, not the embedding module: after LoRA with trainable token rows that is peft's wrapper
+        return int(self.language_model.config.hidden_size)
 
     @property
     def num_image_tokens(self) -> int:
@@ -128,9 +162,11 @@ class ComposedVisionLLM(VisionLLM):
             image_features = image_features.transpose(1, 2).reshape(b, c, s, s)
         if self.feature_norm is not None:
             image_features = self.feature_norm(image_features.to(self.feature_norm.weight.dtype))
-        pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
-        tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
         proj_dtype = self.projector[0].weight.dtype
+        pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
+        if self.abstractor is not None:
+            pooled = torch.cat([pooled.to(proj_dtype), self.abstractor(image_features.to(proj_dtype))], dim=1)
+        tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
         out = self.projector(tokens.to(proj_dtype))
         if self.token_norm is not None:
             out = self.token_norm(out)
