@@ -101,6 +101,24 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
+def dominant_box(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
+    """``xyxy`` float32 box of a predicted mask's main parts: its largest 8-connected part and every part at
+    least ``keep`` times that size (an occluded object split in two keeps both halves; stray specks of a
+    mask decoder's output, which would stretch a tight box across the image, are left out). All zeros for an
+    empty mask."""
+    import cv2
+
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(4, np.float32)
+    stats = stats[1:]
+    areas = stats[:, cv2.CC_STAT_AREA]
+    big = stats[areas >= keep * areas.max()]
+    x1, y1 = big[:, cv2.CC_STAT_LEFT], big[:, cv2.CC_STAT_TOP]
+    x2, y2 = x1 + big[:, cv2.CC_STAT_WIDTH], y1 + big[:, cv2.CC_STAT_HEIGHT]
+    return np.array([x1.min(), y1.min(), x2.max(), y2.max()], np.float32)
+
+
 def xywh_to_xyxy(box: Sequence[float]) -> np.ndarray:
     """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]`` float32 (absolute pixels)."""
     if len(box) != 4 or not all(_is_number(v) for v in box):

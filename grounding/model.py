@@ -18,7 +18,7 @@ from torch import nn
 from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
-from grounding.results import mask_box
+from data.masks import dominant_box, mask_to_box
 from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM
 
@@ -100,6 +100,7 @@ class GroundingModel(nn.Module):
             box_codec = make_box_codec("default")
         self.box_codec = box_codec
         self.feature_cache: FeatureCache | None = None
+        self.dominant_seg_boxes = True  # see _write_seg_boxes
         self.mask_head.freeze_image_encoder(self.options.freeze_image_encoder)
 
     @property
@@ -269,7 +270,8 @@ class GroundingModel(nn.Module):
     def _write_seg_boxes(self, answer: GeneratedAnswer, geometry) -> None:
         """Write the box of each ``<box>[SEG]</box>`` (``ProcessorConfig.box_from_seg``) into the text: it
         becomes ``<box>[x1, y1, x2, y2]</box> [SEG]`` with the box of that [SEG]'s mask in the original frame
-        (the box then reads like any written box, and the [SEG] keeps its mask); the answer is parsed again."""
+        (the box then reads like any written box, and the [SEG] keeps its mask); the answer is parsed again.
+        The box is that of the mask's main parts (``data.masks.dominant_box``: stray specks left out)."""
         text = answer.text
         if f"{BOX_START}{SEG}{BOX_END}" not in text or answer.mask_logits is None:
             return
@@ -280,8 +282,9 @@ class GroundingModel(nn.Module):
         for j, rest in enumerate(pieces[1:]):
             if j < len(full) and out[-1].endswith(BOX_START) and rest.startswith(BOX_END):
                 logit = full[j]
-                box = mask_box((logit > 0).cpu().numpy())
-                if box is None:  # an empty mask: the box of its most confident pixel
+                mask = (logit > 0).cpu().numpy()
+                box = dominant_box(mask) if self.dominant_seg_boxes else mask_to_box(mask)
+                if not mask.any():  # an empty mask: the box of its most confident pixel
                     y, x = divmod(int(logit.argmax()), logit.shape[1])
                     box = np.array([x, y, x + 1, y + 1], np.float32)
                 out[-1] = out[-1][: -len(BOX_START)] + self.box_codec.encode(box, (w, h)) + " "

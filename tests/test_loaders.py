@@ -26,7 +26,7 @@ from data import (
     Task,
     VideoSample,
 )
-from data.masks import decode_segmentation, encode_rle, mask_to_box, xywh_to_xyxy
+from data.masks import decode_segmentation, dominant_box, encode_rle, mask_to_box, xywh_to_xyxy
 from data.mixture import Templated
 
 H, W = 32, 48
@@ -76,6 +76,7 @@ def test_mask_codecs_roundtrip_and_validate():
     assert xywh_to_xyxy([1, 2, 3, 4]).tolist() == [1, 2, 4, 6]
     with pytest.raises(ValueError, match="6 or more coordinates"):
         decode_segmentation([[1, 2, 3, 4]], H, W)  # pycocotools would read this as a box
+
     with pytest.raises(ValueError, match="odd number"):
         decode_segmentation([rect_poly(3, 4, 9, 7) + [1]], H, W)
     # a degenerate 2-point part next to a proper polygon covers nothing (some COCO annotations have one)
@@ -84,6 +85,18 @@ def test_mask_codecs_roundtrip_and_validate():
         decode_segmentation([], H, W)
     with pytest.raises(ValueError, match="does not match"):
         decode_segmentation(encode_rle(np.zeros((5, 5), bool)), H, W)
+
+
+def test_dominant_box_leaves_out_specks_but_keeps_big_parts():
+    m = np.zeros((40, 60), bool)
+    m[10:20, 5:25] = True  # the object: 200 pixels
+    m[35:37, 55:57] = True  # a 4-pixel speck far away
+    assert mask_to_box(m).tolist() == [5, 10, 57, 37]
+    assert dominant_box(m).tolist() == [5, 10, 25, 20]
+    m[22:30, 30:40] = True  # a second part of 80 pixels (an occluded object's other half): kept
+    assert dominant_box(m).tolist() == [5, 10, 40, 30]
+    assert dominant_box(m, keep=0.5).tolist() == [5, 10, 25, 20]
+    assert dominant_box(np.zeros((4, 4), bool)).tolist() == [0, 0, 0, 0]
 
 
 # --------------------------------------------------------------------------------------------------------------
