@@ -18,7 +18,7 @@ from torch import nn
 from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
-from data.masks import dominant_box, mask_to_box
+from data.masks import dominant_box
 from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM
 
@@ -100,7 +100,6 @@ class GroundingModel(nn.Module):
             box_codec = make_box_codec("default")
         self.box_codec = box_codec
         self.feature_cache: FeatureCache | None = None
-        self.dominant_seg_boxes = True  # see _write_seg_boxes
         self.mask_head.freeze_image_encoder(self.options.freeze_image_encoder)
 
     @property
@@ -283,7 +282,7 @@ class GroundingModel(nn.Module):
             if j < len(full) and out[-1].endswith(BOX_START) and rest.startswith(BOX_END):
                 logit = full[j]
                 mask = (logit > 0).cpu().numpy()
-                box = dominant_box(mask) if self.dominant_seg_boxes else mask_to_box(mask)
+                box = dominant_box(mask)
                 if not mask.any():  # an empty mask: the box of its most confident pixel
                     y, x = divmod(int(logit.argmax()), logit.shape[1])
                     box = np.array([x, y, x + 1, y + 1], np.float32)
