@@ -24,6 +24,7 @@ from grounding.model import GroundingModel, HeadOptions
 from grounding.processor import GroundingProcessor, ProcessorConfig
 from grounding.tokens import IMAGE, add_grounding_tokens
 from grounding.vision_llm import ComposedVisionLLM, HFVisionLLM, VisionLLM
+from grounding.vision_llm.composed import check_projector
 
 TINY_TOKENIZER = Path(str(files("grounding") / "assets" / "tiny-tokenizer"))
 
@@ -117,7 +118,7 @@ class TinyPreset(ModelPreset):
         self.position_embedding = position_embedding
         self.token_norm = token_norm
         self.feature_norm = feature_norm
-        self.projector = projector
+        self.projector = check_projector(projector)
 
     def _text_config(self, vocab_size: int, **extra) -> dict:
         h = self.hidden_size
@@ -383,9 +384,7 @@ class DefaultPreset(ModelPreset):
         self.position_embedding = position_embedding
         self.chat_template = chat_template
         self.token_norm = token_norm
-        if projector not in ("mlp", "conv"):
-            raise ValueError(f"projector must be 'mlp' or 'conv', got {projector!r}")
-        self.projector = projector
+        self.projector = check_projector(projector)
 
     def build(self, options=None, processor_config=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer

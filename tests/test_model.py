@@ -274,7 +274,7 @@ def test_conv_projector_sees_the_layout_inside_a_cell(projector):
     if projector == "conv":
         assert all(p.requires_grad for p in vlm.abstractor.parameters())
         assert any(k.startswith("model.vision_llm.abstractor.") for k in lit.trainable_state_dict())
-    with pytest.raises(ValueError, match="projector must be"):
+    with pytest.raises(ValueError, match="projector must be one of"):
         TinyPreset("composed", projector="pool").build()
 
 

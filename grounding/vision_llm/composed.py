@@ -30,6 +30,16 @@ def sincos_2d(grid: int, dim: int, norm: float = 1.0) -> torch.Tensor:
     return pe * (norm / (dim / 2) ** 0.5)
 
 
+PROJECTORS = ("mlp", "conv")
+"""The image-token projectors of ``ComposedVisionLLM`` (see its ``projector`` argument)."""
+
+
+def check_projector(name: str) -> str:
+    if name not in PROJECTORS:
+        raise ValueError(f"projector must be one of {PROJECTORS}, got {name!r}")
+    return name
+
+
 class ConvAbstractor(nn.Module):
     """Convolutions over the full feature map before pooling, so an image token can carry the *shape* of what
     lies in its cell, which average pooling erases (a locality-preserving projector in the spirit of Honeybee's
@@ -104,8 +114,7 @@ class ComposedVisionLLM(VisionLLM):
         # SAM-style embeddings share a large component across positions (pooled tokens of one image have cosine
         # similarity ~0.8 for LiteMedSAM): standardising each channel over the image keeps what differs
         self.feature_norm = nn.InstanceNorm2d(feature_dim, affine=True) if feature_norm == "instance" else None
-        if projector not in ("mlp", "conv"):
-            raise ValueError(f"projector must be 'mlp' or 'conv', got {projector!r}")
+        check_projector(projector)
         self.abstractor = ConvAbstractor(feature_dim, self.grid, conv_width) if projector == "conv" else None
         in_dim = feature_dim + (conv_width if self.abstractor is not None else 0)
         self.projector = nn.Sequential(nn.Linear(in_dim, h), nn.GELU(), nn.Linear(h, d))
