@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.masks import dominant_box
 from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
-from data.masks import dominant_box
 from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM
 
@@ -275,15 +275,16 @@ class GroundingModel(nn.Module):
         if f"{BOX_START}{SEG}{BOX_END}" not in text or answer.mask_logits is None:
             return
         h, w = geometry.original_hw
-        full = geometry.logits_to_original(answer.mask_logits.float())[:, 0]  # n x H x W
         pieces = text.split(SEG)
         out = [pieces[0]]
         for j, rest in enumerate(pieces[1:]):
-            if j < len(full) and out[-1].endswith(BOX_START) and rest.startswith(BOX_END):
-                logit = full[j]
+            if j < len(answer.mask_logits) and out[-1].endswith(BOX_START) and rest.startswith(BOX_END):
+                # only this [SEG]'s mask goes to full resolution (the others stay low-res for the caller)
+                logit = geometry.logits_to_original(answer.mask_logits[j : j + 1].float())[0, 0]
                 mask = (logit > 0).cpu().numpy()
-                box = dominant_box(mask)
-                if not mask.any():  # an empty mask: the box of its most confident pixel
+                if mask.any():
+                    box = dominant_box(mask)
+                else:  # an empty mask: the box of its most confident pixel
                     y, x = divmod(int(logit.argmax()), logit.shape[1])
                     box = np.array([x, y, x + 1, y + 1], np.float32)
                 out[-1] = out[-1][: -len(BOX_START)] + self.box_codec.encode(box, (w, h)) + " "

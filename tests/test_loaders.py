@@ -76,7 +76,6 @@ def test_mask_codecs_roundtrip_and_validate():
     assert xywh_to_xyxy([1, 2, 3, 4]).tolist() == [1, 2, 4, 6]
     with pytest.raises(ValueError, match="6 or more coordinates"):
         decode_segmentation([[1, 2, 3, 4]], H, W)  # pycocotools would read this as a box
-
     with pytest.raises(ValueError, match="odd number"):
         decode_segmentation([rect_poly(3, 4, 9, 7) + [1]], H, W)
     # a degenerate 2-point part next to a proper polygon covers nothing (some COCO annotations have one)
