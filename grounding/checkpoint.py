@@ -8,6 +8,7 @@ checkpoint holds only what training changed (LoRA, new token rows, projectors, h
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -147,7 +148,8 @@ class SaveTrainedParts(Callback):
 
     Args:
         dirpath: the folder to write (e.g. ``grounding/assets/default`` for the shipped default model).
-        manifest: extra entries for ``manifest.json`` (base packages and versions are added automatically).
+        manifest: extra entries for ``manifest.json`` (base packages and versions, the step, the storage dtype
+            and the minutes from the start of training to its end are added automatically).
         dtype: store the trained tensors in this floating-point type (``float16`` halves a shipped model).
     """
 
@@ -156,6 +158,10 @@ class SaveTrainedParts(Callback):
         self.manifest = manifest or {}
         self.dtype = dtype
         _dtype(dtype)  # a bad name fails when the config is parsed, not after training
+        self._started: float | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._started = time.monotonic()
 
     def on_train_end(self, trainer, pl_module):
         if trainer.global_rank != 0:
@@ -165,6 +171,10 @@ class SaveTrainedParts(Callback):
             raise RuntimeError("SaveTrainedParts needs the config LightningCLI writes (run through `grounding fit`)")
         manifest = dict(self.manifest)
         manifest.update(base_manifest(), global_step=int(trainer.global_step))
+        if self.dtype is not None:
+            manifest["dtype"] = str(_dtype(self.dtype)).removeprefix("torch.")
+        if self._started is not None:  # feature caching on the first epoch included
+            manifest["train_minutes"] = round((time.monotonic() - self._started) / 60, 1)
         save_trained_folder(pl_module, self.dirpath, cfg, manifest, dtype=self.dtype)
 
 

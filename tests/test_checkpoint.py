@@ -1,5 +1,7 @@
 """Trained-parts folders: save only what training changed, rebuild from config.yaml, load exactly."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -7,6 +9,8 @@ from conftest import two_squares_sample
 from grounding.checkpoint import build_lit_from_config, load_trained_folder, load_trained_weights, save_trained_folder
 from grounding.hub import load_model
 from grounding.losses import grounding_loss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CFG = {
     "preset": {"class_path": "grounding.presets.TinyPreset", "init_args": {"vision_llm": "composed", "seed": 3}},
@@ -81,3 +85,34 @@ def test_trained_folder_in_half_precision(tmp_path):
     with pytest.raises(ValueError, match="floating-point torch dtype"):
         save_trained_folder(lit, tmp_path / "bad", CFG, dtype="halfish")
     assert not (tmp_path / "bad").exists()
+
+
+def test_fit_writes_a_trained_parts_folder_with_its_manifest(tmp_path):
+    """SaveTrainedParts at the end of `grounding fit`: config, half-precision tensors and a manifest naming the
+    base packages, the step, the storage dtype, the training minutes and the caller's own entries; the folder
+    loads back with the trained values."""
+    import json
+
+    import yaml
+    from safetensors.torch import load_file
+
+    from grounding.cli import lightning_cli
+
+    cfg = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())
+    cfg["trainer"].update(
+        max_steps=2, val_check_interval=None, limit_val_batches=0, enable_progress_bar=False, logger=False,
+        default_root_dir=str(tmp_path), enable_checkpointing=False,
+        callbacks=[{"class_path": "grounding.checkpoint.SaveTrainedParts",
+                    "init_args": {"dirpath": str(tmp_path / "model"), "dtype": "float16",
+                                  "manifest": {"recipe": "grounding fit --config configs/tiny.yaml"}}}],
+    )
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
+    lightning_cli(["fit", "--config", str(tmp_path / "fit.yaml")])
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["global_step"] == 2 and manifest["dtype"] == "float16"
+    assert manifest["recipe"] == "grounding fit --config configs/tiny.yaml"
+    assert 0 <= manifest["train_minutes"] < 10 and "transformers" in manifest["packages"]
+    stored = load_file(str(tmp_path / "model" / "trained.safetensors"))
+    lit = load_trained_folder(tmp_path / "model")
+    sd = lit.state_dict()
+    assert stored and all(torch.equal(sd[k], v.to(sd[k].dtype)) for k, v in stored.items())
