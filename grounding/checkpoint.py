@@ -156,8 +156,7 @@ class SaveTrainedParts(Callback):
     def __init__(self, dirpath: str, manifest: dict | None = None, dtype: str | None = None):
         self.dirpath = dirpath
         self.manifest = manifest or {}
-        self.dtype = dtype
-        _dtype(dtype)  # a bad name fails when the config is parsed, not after training
+        self.dtype = _dtype(dtype)  # a bad name fails when the config is parsed, not after training
         self._started: float | None = None
 
     def on_train_start(self, trainer, pl_module):
@@ -172,7 +171,7 @@ class SaveTrainedParts(Callback):
         manifest = dict(self.manifest)
         manifest.update(base_manifest(), global_step=int(trainer.global_step))
         if self.dtype is not None:
-            manifest["dtype"] = str(_dtype(self.dtype)).removeprefix("torch.")
+            manifest["dtype"] = str(self.dtype).removeprefix("torch.")
         if self._started is not None:  # feature caching on the first epoch included
             manifest["train_minutes"] = round((time.monotonic() - self._started) / 60, 1)
         save_trained_folder(pl_module, self.dirpath, cfg, manifest, dtype=self.dtype)
