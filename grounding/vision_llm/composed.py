@@ -172,11 +172,11 @@ class ComposedVisionLLM(VisionLLM):
         if self.feature_norm is not None:
             image_features = self.feature_norm(image_features.to(self.feature_norm.weight.dtype))
         proj_dtype = self.projector[0].weight.dtype
-        pooled = F.adaptive_avg_pool2d(image_features, self.grid)  # B x C x g x g
+        pooled = F.adaptive_avg_pool2d(image_features, self.grid).to(proj_dtype)  # B x C x g x g
         if self.abstractor is not None:
-            pooled = torch.cat([pooled.to(proj_dtype), self.abstractor(image_features.to(proj_dtype))], dim=1)
+            pooled = torch.cat([pooled, self.abstractor(image_features.to(proj_dtype))], dim=1)
         tokens = pooled.flatten(2).transpose(1, 2)  # B x g*g x C
-        out = self.projector(tokens.to(proj_dtype))
+        out = self.projector(tokens)
         if self.token_norm is not None:
             out = self.token_norm(out)
         if self.position_embedding is not None:
