@@ -36,17 +36,19 @@ def main(argv: list[str] | None = None) -> None:
 
     model, processor = DefaultPreset().build()
     model.feature_cache = FeatureCache(args.cache_dir, namespace="default")
+    norm = model.vision_llm.feature_norm  # the composed model's own standardisation (untrained: plain instance norm)
     ds = SyntheticGrounding(split="train", length=args.scenes, scenes=args.scenes, turns_per_sample=1)
     feats: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[int]] = {"shape": [], "colour": []}
     for i in range(args.scenes):
         scene, sample = ds.generate(i)
-        sam_image, _ = processor.image_transform(np.asarray(sample.image))
-        key = processor.image_key(sam_image)
+        image = np.asarray(sample.image)
+        sam_image, _ = processor.image_transform(image)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            f = model.encode_images(sam_image[None], [key])
-        f = F.instance_norm(f.float())  # 1 x C x h x w
-        h, w = np.asarray(sample.image).shape[:2]
+            f = model.encode_images(sam_image[None], [processor.image_key(sam_image)])
+        with torch.no_grad():
+            f = norm(f.float()) if norm is not None else f.float()  # 1 x C x h x w
+        h, w = image.shape[:2]
         pooled = {g: F.pad(F.adaptive_avg_pool2d(f, g)[0], (1, 1, 1, 1)) for g in args.grids}
         for obj in scene.objects:
             cx, cy = obj.center
