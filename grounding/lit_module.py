@@ -241,6 +241,20 @@ class GroundingLitModule(L.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs, prog_bar=k in ("ce", "mask_iou"))
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Log the gradient's total 2-norm (before any clipping) every ``log_every_n_steps``: spikes and
+        clipping show in the training curve."""
+        trainer = self.trainer
+        if trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
+            return
+        grads = [p.grad for p in self.parameters() if p.requires_grad and p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
+            norm = norm.full_tensor()
+        self.log("train/grad_norm", norm.float(), batch_size=1)
+
     def validation_step(self, batch: GroundingBatch, batch_idx: int, dataloader_idx: int = 0, stage: str = "val"):
         fwd = self.model(batch)
         loss, parts = grounding_loss(fwd, batch, self.loss_weights)

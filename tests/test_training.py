@@ -1,5 +1,7 @@
 """Training on the tiny config: overfitting one batch, the CLI, the shipped configs."""
 
+import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -65,4 +67,7 @@ def test_grounding_fit_cli_trains_and_validates(tmp_path):
     assert metrics, "the CSV logger wrote no metrics"
     text = metrics[0].read_text()
     assert "train/loss" in text and "val/loss" in text and "val/seg/giou" in text
+    rows = list(csv.DictReader(text.splitlines()))
+    norms = [float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")]
+    assert norms and all(math.isfinite(n) and n > 0 for n in norms), norms
     assert list(tmp_path.rglob("*.ckpt")), "no checkpoint was written"
