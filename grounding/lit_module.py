@@ -35,6 +35,7 @@ class TrainableParts:
     projector: bool = True
     """The vision-to-language projector (composed model's MLP, or the HF model's multimodal projector)."""
     seg_projector: bool = True
+    """The seg projector (and, with ``HeadOptions.seg_prior``, the seg prior and SAM's mask-input path)."""
     region_encoder: bool = True
 
 
@@ -157,6 +158,9 @@ class GroundingLitModule(L.LightningModule):
         if self.trainable.mask_decoder and self.loss_weights.iou <= 0:
             _set_trainable(head.mask_decoder.iou_prediction_head, False)
         _set_trainable(m.seg_projector, self.trainable.seg_projector)
+        if m.seg_prior is not None:  # the prior and SAM's mask-input path it feeds
+            _set_trainable(m.seg_prior, self.trainable.seg_projector)
+            _set_trainable(head.prompt_encoder.mask_downscaling, self.trainable.seg_projector)
         _set_trainable(m.region_encoder, self.trainable.region_encoder)
         head.freeze_image_encoder(self.heads.freeze_image_encoder)
 
@@ -220,7 +224,8 @@ class GroundingLitModule(L.LightningModule):
         """0 x (sum of the head parameters): keeps every trainable parameter in the graph when a batch has
         no [SEG] or no region (DDP requires all of them to receive gradients; FSDP2 reduce-scatters only the
         gradients that exist, so processes would disagree on the sizes)."""
-        parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder]
+        parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder,
+                 self.model.seg_prior, self.model.mask_head.prompt_encoder]
         total = None
         for mod in parts:
             if mod is None:

@@ -26,6 +26,8 @@ class LossWeights:
     """Dice loss of each [SEG] mask."""
     iou: float = 0.0
     """MSE between the decoder's predicted IoU and the mask's real IoU (0 freezes the IoU head)."""
+    prior: float = 1.0
+    """Weight of the seg-prior maps' own mask loss (``HeadOptions.seg_prior``): ``bce`` x BCE + ``dice`` x Dice."""
 
 
 def answer_ce(logits: torch.Tensor, labels: torch.Tensor, logits_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,4 +101,12 @@ def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, 
         if weights.iou > 0 and forward.iou is not None:
             parts["iou_mse"] = F.mse_loss(forward.iou[:, 0].float(), real_iou)
             total = total + weights.iou * parts["iou_mse"]
+        prior = getattr(forward, "prior_logits", None)
+        if prior is not None and weights.prior > 0:
+            prior = upsample_to(prior.float(), S)
+            parts["prior_bce"] = mask_bce(prior, targets, valid)
+            parts["prior_dice"] = mask_dice(prior, targets, valid)
+            total = total + weights.prior * (weights.bce * parts["prior_bce"] + weights.dice * parts["prior_dice"])
+            with torch.no_grad():
+                parts["prior_iou"] = mask_iou(prior, targets, valid).mean()
     return total, parts

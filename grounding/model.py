@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from data.masks import dominant_box
@@ -40,6 +41,9 @@ class HeadOptions:
     max_train_masks: int | None = None
     """In training, decode at most this many [SEG] masks per batch (a random subset; the decoder runs once per
     prompt over the whole image embedding, so it can cost as much as the language model). None: all."""
+    seg_prior: bool = False
+    """Each [SEG] also gives a coarse mask: its state's similarity with every cell of the image embedding
+    (``heads.SegPrior``, LSeg-style), supervised with the mask target and fed to the decoder as SAM's mask input."""
 
 
 @dataclass
@@ -51,6 +55,7 @@ class GroundingForward:
     image_embeddings: torch.Tensor  # B x C x h x w
     logits_mask: torch.Tensor | None = None  # B x L bool (None: logits everywhere)
     mask_index: torch.Tensor | None = None  # rows of the batch's [SEG] targets that were decoded (None: all)
+    prior_logits: torch.Tensor | None = None  # N x 1 x h x w seg-prior maps of the decoded [SEG] (HeadOptions.seg_prior)
 
 
 @dataclass
@@ -86,6 +91,7 @@ class GroundingModel(nn.Module):
         region_encoder: nn.Module | None = None,
         box_codec=None,
         options: HeadOptions | None = None,
+        seg_prior: nn.Module | None = None,
     ):
         super().__init__()
         self.vision_llm = vision_llm
@@ -93,6 +99,9 @@ class GroundingModel(nn.Module):
         self.seg_projector = seg_projector
         self.region_encoder = region_encoder
         self.options = options or HeadOptions()
+        if self.options.seg_prior and seg_prior is None:
+            raise ValueError("HeadOptions.seg_prior is set but no seg_prior module was given")
+        self.seg_prior = seg_prior
         self.tokens = GroundingTokenIds.from_tokenizer(vision_llm.tokenizer)
         if box_codec is None:
             from grounding.box_codecs import make_box_codec
@@ -149,14 +158,23 @@ class GroundingModel(nn.Module):
         return {} if feats is None else {self.tokens.region: feats}
 
     def decode_masks(self, image_embeddings, seg_hidden, image_index, boxes):
-        """Mask-decoder outputs for N [SEG] states: (low-res logits N x 1 x h' x w', iou N x 1)."""
+        """Mask-decoder outputs for N [SEG] states: (low-res logits N x 1 x h' x w', iou N x 1, seg-prior
+        logits N x 1 x h x w or None)."""
         proj_dtype = next(self.seg_projector.parameters()).dtype
         tokens = self.seg_projector(seg_hidden.to(proj_dtype))
         if tokens.dim() == 2:
             tokens = tokens[:, None, :]
         use_boxes = boxes if (self.options.box_prompt and boxes is not None and len(boxes)) else None
-        pred = self.mask_head.decode(image_embeddings, image_index, sparse_tokens=tokens, boxes=use_boxes)
-        return pred.low_res_logits, pred.iou
+        prior = mask_inputs = None
+        if self.seg_prior is not None:
+            image_index = image_index.to(image_embeddings.device)
+            prior = self.seg_prior(seg_hidden, image_embeddings, image_index)
+            mask_hw = tuple(4 * s for s in prior.shape[-2:])  # SAM's mask input: 4 x the embedding grid
+            mask_inputs = F.interpolate(prior, mask_hw, mode="bilinear", align_corners=False)
+        pred = self.mask_head.decode(
+            image_embeddings, image_index, sparse_tokens=tokens, boxes=use_boxes, mask_inputs=mask_inputs
+        )
+        return pred.low_res_logits, pred.iou, prior
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -187,21 +205,25 @@ class GroundingModel(nn.Module):
             raise ValueError(
                 f"the batch has {seg_hidden.shape[0]} [SEG] tokens but {batch.seg_masks.shape[0]} mask targets"
             )
-        mask_logits = iou = mask_index = None
+        mask_logits = iou = mask_index = prior = None
         n = seg_hidden.shape[0]
         if n:
             limit = self.options.max_train_masks
             if self.training and limit is not None and n > limit:
                 mask_index = torch.randperm(n, device=seg_hidden.device)[:limit].sort().values
-                mask_logits, iou = self.decode_masks(
+                mask_logits, iou, prior = self.decode_masks(
                     image_embeddings,
                     seg_hidden[mask_index],
                     batch.seg_image_index[mask_index],
                     batch.seg_boxes[mask_index],
                 )
             else:
-                mask_logits, iou = self.decode_masks(image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes)
-        return GroundingForward(out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask, mask_index)
+                mask_logits, iou, prior = self.decode_masks(
+                    image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes
+                )
+        return GroundingForward(
+            out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask, mask_index, prior
+        )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -250,7 +272,7 @@ class GroundingModel(nn.Module):
             answers.append(GeneratedAnswer(text, parsed, seq, None, None))
         if all_hidden:
             dev = image_embeddings.device
-            logits, iou = self.decode_masks(
+            logits, iou, _ = self.decode_masks(
                 image_embeddings,
                 torch.stack(all_hidden),
                 torch.tensor(all_index, device=dev),

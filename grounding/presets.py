@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from data.transforms import ImageTransform
-from heads import RegionEncoder, SamConfig, SamMaskHead, SegProjector, build_sam_head
+from heads import RegionEncoder, SamConfig, SamMaskHead, SegPrior, SegProjector, build_sam_head
 
 from grounding.box_codecs import make_box_codec
 from grounding.model import GroundingModel, HeadOptions
@@ -51,6 +51,7 @@ def assemble(
         if options.region_encoder
         else None
     )
+    seg_prior = SegPrior(vision_llm.hidden_size, mask_head.embed_dim) if options.seg_prior else None
     model = GroundingModel(
         vision_llm,
         mask_head,
@@ -58,6 +59,7 @@ def assemble(
         region_encoder,
         box_codec=make_box_codec(processor_config.box_codec),
         options=options,
+        seg_prior=seg_prior,
     )
     processor = GroundingProcessor(vision_llm, image_transform_for(mask_head), processor_config)
     return model, processor

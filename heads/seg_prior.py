@@ -1,0 +1,54 @@
+"""Seg prior: a ``[SEG]`` state's similarity with every cell of the image embedding, as a coarse mask.
+
+The language model's ``[SEG]`` state prompts SAM's decoder through sparse tokens (``SegProjector``); the decoder
+must then learn to find the object those tokens describe, which takes many steps when the decoder was trained
+for box prompts. ``SegPrior`` adds a direct path, as in LSeg / CLIPSeg: a query from the ``[SEG]`` state and a
+key per embedding cell, their scaled dot product a logit per cell. The map is supervised with the mask target
+(a direct gradient to "which cells are the object") and prompts the decoder through SAM's own mask input
+(``PromptEncoder.mask_downscaling``), which refines it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class SegPrior(nn.Module):
+    """``[SEG]`` hidden states x image embeddings -> N x 1 x h x w logits (one map per ``[SEG]``).
+
+    Args:
+        in_dim: LLM hidden size.
+        embed_dim: channels of the mask head's image embedding (256 for SAM).
+        dim: query / key width.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 256) -> None:
+        super().__init__()
+        self.in_dim, self.embed_dim, self.dim = in_dim, embed_dim, dim
+        self.query = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
+        # keys: a per-cell MLP (1 x 1 convolutions) over channel-normalised features
+        self.key = nn.Sequential(
+            nn.GroupNorm(1, embed_dim),
+            nn.Conv2d(embed_dim, dim, 1),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 1),
+        )
+        self.bias = nn.Parameter(torch.tensor(-2.0))  # objects cover a small part of the image
+
+    def forward(self, hidden: Tensor, image_embeddings: Tensor, image_index: Tensor) -> Tensor:
+        """hidden N x in_dim, image_embeddings B x C x h x w, image_index (N,) -> N x 1 x h x w logits."""
+        if hidden.dim() != 2 or hidden.shape[-1] != self.in_dim:
+            raise ValueError(f"hidden must be N x {self.in_dim}, got {tuple(hidden.shape)}")
+        if image_embeddings.dim() != 4 or image_embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"image_embeddings must be B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
+        if image_index.shape != (hidden.shape[0],):
+            raise ValueError(f"image_index must be ({hidden.shape[0]},), got {tuple(image_index.shape)}")
+        dtype = self.key[1].weight.dtype
+        used, local = torch.unique(image_index, return_inverse=True)  # keys once per image that has a [SEG]
+        keys = self.key(image_embeddings[used].to(dtype))  # U x d x h x w
+        q = self.query(hidden.to(dtype))  # N x d
+        logits = torch.einsum("nd,ndhw->nhw", q, keys[local]) / math.sqrt(self.dim) + self.bias
+        return logits[:, None]
