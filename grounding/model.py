@@ -41,6 +41,9 @@ class HeadOptions:
     max_train_masks: int | None = None
     """In training, decode at most this many [SEG] masks per batch (a random subset; the decoder runs once per
     prompt over the whole image embedding, so it can cost as much as the language model). None: all."""
+    seg_layer: int = -1
+    """Which layer's hidden state of a [SEG] token prompts the heads (index into ``hidden_states``: -1 the last,
+    as LISA; a middle layer may carry more of the question than the state that predicts the next word)."""
     seg_prior: bool = False
     """Each [SEG] also gives a coarse mask: its state's similarity with every cell of the image embedding
     (``heads.SegPrior``, LSeg-style), supervised with the mask target and fed to the decoder as SAM's mask input."""
@@ -102,6 +105,15 @@ class GroundingModel(nn.Module):
         if self.options.seg_prior and seg_prior is None:
             raise ValueError("HeadOptions.seg_prior is set but no seg_prior module was given")
         self.seg_prior = seg_prior
+        from grounding.lit_module import decoder_layers  # here: lit_module imports this module
+
+        n_layers = len(decoder_layers(vision_llm.hf_model))
+        if not -(n_layers + 1) <= self.options.seg_layer <= n_layers:
+            raise ValueError(
+                f"seg_layer {self.options.seg_layer} is out of range: the language model has {n_layers} layers "
+                f"(hidden states 0..{n_layers}, or -1..-{n_layers + 1})"
+            )
+        vision_llm.hidden_layer = self.options.seg_layer
         self.tokens = GroundingTokenIds.from_tokenizer(vision_llm.tokenizer)
         if box_codec is None:
             from grounding.box_codecs import make_box_codec

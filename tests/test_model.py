@@ -56,9 +56,10 @@ class ForceAt(LogitsProcessor):
         return scores
 
 
-def test_seg_state_is_the_same_in_training_and_generation(tiny_kind, sample):
-    """Teacher-forcing the generated sequence gives the [SEG] states generate() used."""
-    model, proc = build_tiny(tiny_kind)
+@pytest.mark.parametrize("seg_layer", [-1, 1])
+def test_seg_state_is_the_same_in_training_and_generation(tiny_kind, sample, seg_layer):
+    """Teacher-forcing the generated sequence gives the [SEG] states generate() used (last or a middle layer)."""
+    model, proc = build_tiny(tiny_kind, seg_layer=seg_layer)
     seg = model.tokens.seg
     req = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
     emb = model.encode_images(req.sam_images)
@@ -82,6 +83,26 @@ def test_seg_state_is_the_same_in_training_and_generation(tiny_kind, sample):
     assert torch.allclose(tf.hidden[pos], gen.hidden[0][new == seg], atol=1e-4)
     states = tf.hidden[0, prompt_len - 1 : prompt_len - 1 + len(new)]
     assert torch.allclose(gen.hidden[0], states, atol=1e-4)
+
+
+def test_seg_layer_picks_that_layers_states(sample):
+    model, proc = build_tiny("composed", seg_layer=1)
+    batch = proc.collate([proc.encode(sample)])
+    with torch.no_grad():
+        fwd = model(batch)
+    assert model.vision_llm.hidden_layer == 1
+    last, _ = build_tiny("composed")
+    with torch.no_grad():
+        fwd_last = last(batch)
+    # same weights (same seed), another layer: other [SEG] states, and the same logits
+    torch.testing.assert_close(fwd.logits, fwd_last.logits)
+    assert fwd.seg_hidden.shape == fwd_last.seg_hidden.shape and not torch.allclose(fwd.seg_hidden, fwd_last.seg_hidden)
+
+
+@pytest.mark.parametrize("seg_layer", [5, -6])
+def test_seg_layer_out_of_range_is_refused(seg_layer):
+    with pytest.raises(ValueError, match=f"seg_layer {seg_layer} is out of range"):
+        build_tiny("composed", seg_layer=seg_layer)
 
 
 def test_image_encoder_runs_once_per_image(sample):

@@ -35,14 +35,14 @@ class EncodedPrompt:
 @dataclass
 class VisionLLMOutput:
     logits: torch.Tensor  # B x L x V, or N x V for the True positions of ``logits_mask``
-    hidden: torch.Tensor  # B x L x D, last layer (after the final norm)
+    hidden: torch.Tensor  # B x L x D, the ``hidden_layer`` states (default the last, after the final norm)
     logits_mask: torch.Tensor | None = None  # B x L bool: where logits were computed (None: everywhere)
 
 
 @dataclass
 class GenerationOutput:
     sequences: torch.Tensor  # B x T new tokens (padded with pad id after EOS)
-    hidden: torch.Tensor  # B x T x D: hidden[b, t] is the last-layer state that predicted sequences[b, t]
+    hidden: torch.Tensor  # B x T x D: hidden[b, t] is the ``hidden_layer`` state that predicted sequences[b, t]
 
 
 @dataclass
@@ -68,6 +68,9 @@ class VisionLLM(nn.Module):
     supports_packing: bool = True
     """Accepts a 4-D attention mask with 1-D position ids (packed independent turns)."""
     lora_target_default: str = r".*language_model.*\.(q_proj|v_proj)"
+    hidden_layer: int = -1
+    """Which of ``hidden_states`` the outputs' ``hidden`` holds (0: the embeddings, -1: the last layer after
+    the final norm); ``HeadOptions.seg_layer`` sets it."""
 
     # --- text side -------------------------------------------------------------------------------------
     def encode_prompt(self, text: str, image: np.ndarray | None) -> EncodedPrompt:  # pragma: no cover
@@ -120,7 +123,7 @@ class VisionLLM(nn.Module):
             kw["position_ids"] = position_ids
         with inject_embeddings(self.get_input_embeddings(), self.injections(image_inputs, image_features, inject)):
             out = self.hf_model(**kw, output_hidden_states=True)
-        return VisionLLMOutput(out.logits, out.hidden_states[-1], logits_mask)
+        return VisionLLMOutput(out.logits, out.hidden_states[self.hidden_layer], logits_mask)
 
     @torch.no_grad()
     def generate(
@@ -148,7 +151,7 @@ class VisionLLM(nn.Module):
                 **generate_kwargs,
             )
         new = out.sequences[:, input_ids.shape[1] :]
-        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0]))
+        return GenerationOutput(new, last_hidden_per_step(out.hidden_states, input_ids.shape[0], self.hidden_layer))
 
     # --- LoRA ------------------------------------------------------------------------------------------
     def apply_lora(self, settings: LoraSettings, new_token_ids: list[int]) -> None:  # pragma: no cover
@@ -201,11 +204,12 @@ def inject_embeddings(embedding: nn.Module, features: dict[int, torch.Tensor], o
         handle.remove()
 
 
-def last_hidden_per_step(hidden_states, batch_size: int) -> torch.Tensor:
-    """From ``generate``'s per-step ``hidden_states`` -> B x T x D: the last-layer state that predicted token t."""
+def last_hidden_per_step(hidden_states, batch_size: int, layer: int = -1) -> torch.Tensor:
+    """From ``generate``'s per-step ``hidden_states`` -> B x T x D: the state of ``layer`` (default the last)
+    that predicted token t."""
     if not hidden_states:
         return torch.zeros(batch_size, 0, 0)
-    steps = [h[-1][:, -1, :] for h in hidden_states]
+    steps = [h[layer][:, -1, :] for h in hidden_states]
     return torch.stack(steps, dim=1)
 
 
