@@ -21,7 +21,7 @@ from grounding.losses import LossWeights, grounding_loss
 from grounding.model import HeadOptions
 from grounding.presets import ModelPreset, TinyPreset
 from grounding.processor import GroundingBatch, ProcessorConfig
-from grounding.vision_llm.base import LoraSettings
+from grounding.vision_llm.base import LoraSettings, decoder_layers
 
 
 @dataclass
@@ -52,15 +52,6 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     lr_scales: dict[str, float] = field(default_factory=dict)
     """Learning-rate multipliers by parameter-name prefix, e.g. {"model.mask_head": 0.5}."""
-
-
-def decoder_layers(hf_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated decoder blocks of a transformers (or peft-wrapped) model's language model."""
-    base = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
-    layers = getattr(base.get_decoder(), "layers", None)
-    if layers is None:
-        raise ValueError(f"cannot find the decoder layers of {type(base).__name__} (get_decoder().layers)")
-    return list(layers)
 
 
 def enable_gradient_checkpointing(hf_model: torch.nn.Module) -> None:

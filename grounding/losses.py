@@ -101,9 +101,8 @@ def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, 
         if weights.iou > 0 and forward.iou is not None:
             parts["iou_mse"] = F.mse_loss(forward.iou[:, 0].float(), real_iou)
             total = total + weights.iou * parts["iou_mse"]
-        prior = getattr(forward, "prior_logits", None)
-        if prior is not None and weights.prior > 0:
-            prior = upsample_to(prior.float(), S)
+        if forward.prior_logits is not None and weights.prior > 0:
+            prior = upsample_to(forward.prior_logits.float(), S)
             parts["prior_bce"] = mask_bce(prior, targets, valid)
             parts["prior_dice"] = mask_dice(prior, targets, valid)
             total = total + weights.prior * (weights.bce * parts["prior_bce"] + weights.dice * parts["prior_dice"])

@@ -199,7 +199,7 @@ _FSDP_UNIT_CLASSES = ("DecoderLayer", "EncoderLayer", "VisionBlock", "Block")
 
 
 def count_model(lit) -> ModelCount:
-    from grounding.lit_module import decoder_layers
+    from grounding.vision_llm.base import decoder_layers
 
     c = ModelCount()
     for name, p in lit.named_parameters():
@@ -259,7 +259,7 @@ def _text_dims(config) -> tuple[int, int, int, int]:
 
 
 def _lora_modules(lit) -> int:
-    from grounding.lit_module import decoder_layers
+    from grounding.vision_llm.base import decoder_layers
 
     layers = decoder_layers(lit.model.vision_llm.hf_model)
     return sum(1 for n, _ in layers[0].named_modules() if n.endswith("lora_A")) if layers else 0

@@ -21,7 +21,7 @@ from grounding.feature_cache import FeatureCache
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
 from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
-from grounding.vision_llm.base import VisionLLM
+from grounding.vision_llm.base import VisionLLM, decoder_layers
 
 
 @dataclass
@@ -105,8 +105,6 @@ class GroundingModel(nn.Module):
         if self.options.seg_prior and seg_prior is None:
             raise ValueError("HeadOptions.seg_prior is set but no seg_prior module was given")
         self.seg_prior = seg_prior
-        from grounding.lit_module import decoder_layers  # here: lit_module imports this module
-
         n_layers = len(decoder_layers(vision_llm.hf_model))
         if not -(n_layers + 1) <= self.options.seg_layer <= n_layers:
             raise ValueError(

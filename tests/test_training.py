@@ -12,16 +12,24 @@ import torch
 from conftest import two_squares_sample
 from grounding.lit_module import GroundingLitModule, OptimConfig
 from grounding.losses import LossWeights, grounding_loss
+from grounding.model import HeadOptions
 from grounding.presets import TinyPreset
 from grounding.vision_llm.base import LoraSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("kind", ["llava", "composed"])
+@pytest.mark.parametrize("kind", ["llava", "composed", "composed-seg-prior"])
 def test_overfit_one_batch_reaches_mask_iou_0_9(kind):
+    """With the seg prior (HeadOptions.seg_prior) its own map must also learn the masks (IoU > 0.5)."""
     torch.manual_seed(0)
-    lit = GroundingLitModule(TinyPreset(kind), lora=LoraSettings(r=4, alpha=8, dropout=0.0), optim=OptimConfig(lr=3e-3))
+    seg_prior = kind.endswith("-seg-prior")
+    lit = GroundingLitModule(
+        TinyPreset(kind.removesuffix("-seg-prior")),
+        heads=HeadOptions(seg_prior=seg_prior),
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        optim=OptimConfig(lr=3e-3),
+    )
     s = two_squares_sample()
     batch = lit.processor.collate([lit.processor.encode(s), lit.processor.encode(two_squares_sample(56, 40, "b"))])
     opt = torch.optim.AdamW([p for p in lit.parameters() if p.requires_grad], lr=3e-3)
@@ -34,9 +42,11 @@ def test_overfit_one_batch_reaches_mask_iou_0_9(kind):
         loss.backward()
         opt.step()
         first = first if first is not None else float(loss.detach())
-        if float(parts["mask_iou"]) > 0.9:
+        if float(parts["mask_iou"]) > 0.9 and (not seg_prior or float(parts["prior_iou"]) > 0.5):
             break
     assert float(parts["mask_iou"]) > 0.9, f"mask IoU {float(parts['mask_iou']):.3f} after {step} steps"
+    if seg_prior:
+        assert float(parts["prior_iou"]) > 0.5, f"prior IoU {float(parts['prior_iou']):.3f} after {step} steps"
     assert float(loss.detach()) < 0.8 * first
 
 

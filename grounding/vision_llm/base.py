@@ -204,6 +204,15 @@ def inject_embeddings(embedding: nn.Module, features: dict[int, torch.Tensor], o
         handle.remove()
 
 
+def decoder_layers(hf_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated decoder blocks of a transformers (or peft-wrapped) model's language model."""
+    base = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(base).__name__} (get_decoder().layers)")
+    return list(layers)
+
+
 def last_hidden_per_step(hidden_states, batch_size: int, layer: int = -1) -> torch.Tensor:
     """From ``generate``'s per-step ``hidden_states`` -> B x T x D: the state of ``layer`` (default the last)
     that predicted token t."""
