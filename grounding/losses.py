@@ -102,10 +102,12 @@ def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, 
             parts["iou_mse"] = F.mse_loss(forward.iou[:, 0].float(), real_iou)
             total = total + weights.iou * parts["iou_mse"]
         if forward.prior_logits is not None and weights.prior > 0:
+            # the prior maps every [SEG], also those the decoder skipped (forward.mask_index)
             prior = upsample_to(forward.prior_logits.float(), S)
-            parts["prior_bce"] = mask_bce(prior, targets, valid)
-            parts["prior_dice"] = mask_dice(prior, targets, valid)
+            all_targets, all_valid = batch.seg_masks, batch.valid_masks
+            parts["prior_bce"] = mask_bce(prior, all_targets, all_valid)
+            parts["prior_dice"] = mask_dice(prior, all_targets, all_valid)
             total = total + weights.prior * (weights.bce * parts["prior_bce"] + weights.dice * parts["prior_dice"])
             with torch.no_grad():
-                parts["prior_iou"] = mask_iou(prior, targets, valid).mean()
+                parts["prior_iou"] = mask_iou(prior, all_targets, all_valid).mean()
     return total, parts

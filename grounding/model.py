@@ -58,7 +58,7 @@ class GroundingForward:
     image_embeddings: torch.Tensor  # B x C x h x w
     logits_mask: torch.Tensor | None = None  # B x L bool (None: logits everywhere)
     mask_index: torch.Tensor | None = None  # rows of the batch's [SEG] targets that were decoded (None: all)
-    prior_logits: torch.Tensor | None = None  # N x 1 x h x w seg-prior maps of the decoded [SEG] (HeadOptions.seg_prior)
+    prior_logits: torch.Tensor | None = None  # N x 1 x h x w seg-prior maps of every [SEG] (HeadOptions.seg_prior)
 
 
 @dataclass
@@ -167,18 +167,24 @@ class GroundingModel(nn.Module):
         feats = self.region_features(image_embeddings, regions)
         return {} if feats is None else {self.tokens.region: feats}
 
-    def decode_masks(self, image_embeddings, seg_hidden, image_index, boxes):
+    def seg_prior_maps(self, image_embeddings, seg_hidden, image_index):
+        """Seg-prior logits N x 1 x h x w for N [SEG] states, or None without ``HeadOptions.seg_prior``."""
+        if self.seg_prior is None:
+            return None
+        return self.seg_prior(seg_hidden, image_embeddings, image_index.to(image_embeddings.device))
+
+    def decode_masks(self, image_embeddings, seg_hidden, image_index, boxes, prior=None):
         """Mask-decoder outputs for N [SEG] states: (low-res logits N x 1 x h' x w', iou N x 1, seg-prior
-        logits N x 1 x h x w or None)."""
+        logits N x 1 x h x w or None). ``prior``: those states' seg-prior maps if already computed."""
         proj_dtype = next(self.seg_projector.parameters()).dtype
         tokens = self.seg_projector(seg_hidden.to(proj_dtype))
         if tokens.dim() == 2:
             tokens = tokens[:, None, :]
         use_boxes = boxes if (self.options.box_prompt and boxes is not None and len(boxes)) else None
-        prior = mask_inputs = None
-        if self.seg_prior is not None:
-            image_index = image_index.to(image_embeddings.device)
-            prior = self.seg_prior(seg_hidden, image_embeddings, image_index)
+        mask_inputs = None
+        if prior is None:
+            prior = self.seg_prior_maps(image_embeddings, seg_hidden, image_index)
+        if prior is not None:
             mask_hw = tuple(4 * s for s in prior.shape[-2:])  # SAM's mask input: 4 x the embedding grid
             mask_inputs = F.interpolate(prior, mask_hw, mode="bilinear", align_corners=False)
         pred = self.mask_head.decode(
@@ -220,12 +226,16 @@ class GroundingModel(nn.Module):
         if n:
             limit = self.options.max_train_masks
             if self.training and limit is not None and n > limit:
+                # the decoder is costly: decode a random subset; the cheap seg prior maps every [SEG]
+                # (its loss sees them all) and feeds the decoded ones' maps to the decoder
+                prior = self.seg_prior_maps(image_embeddings, seg_hidden, batch.seg_image_index)
                 mask_index = torch.randperm(n, device=seg_hidden.device)[:limit].sort().values
-                mask_logits, iou, prior = self.decode_masks(
+                mask_logits, iou, _ = self.decode_masks(
                     image_embeddings,
                     seg_hidden[mask_index],
                     batch.seg_image_index[mask_index],
                     batch.seg_boxes[mask_index],
+                    prior=None if prior is None else prior[mask_index],
                 )
             else:
                 mask_logits, iou, prior = self.decode_masks(

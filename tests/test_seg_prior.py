@@ -11,7 +11,7 @@ import torch
 from conftest import two_squares_sample
 from grounding.export import export_model, load_exported
 from grounding.lit_module import GroundingLitModule, OptimConfig
-from grounding.losses import LossWeights, grounding_loss
+from grounding.losses import LossWeights, grounding_loss, mask_bce, upsample_to
 from grounding.model import HeadOptions
 from grounding.presets import TinyPreset
 from grounding.vision_llm.base import LoraSettings
@@ -50,11 +50,11 @@ def test_seg_prior_rejects_bad_shapes(hidden, emb, index, match):
         SegPrior(in_dim=12, embed_dim=8)(hidden, emb, index)
 
 
-def _lit(seg_prior: bool) -> GroundingLitModule:
+def _lit(seg_prior: bool, **heads) -> GroundingLitModule:
     torch.manual_seed(0)
     return GroundingLitModule(
         TinyPreset("composed"),
-        heads=HeadOptions(seg_prior=seg_prior),
+        heads=HeadOptions(seg_prior=seg_prior, **heads),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
         optim=OptimConfig(lr=3e-3),
     )
@@ -92,6 +92,37 @@ def test_forward_loss_and_gradients_with_seg_prior():
         lit.model.seg_prior.bias.add_(5.0)
         b = lit.model(batch).mask_logits
     assert not torch.allclose(a, b)
+
+
+def test_seg_prior_maps_every_seg_when_training_decodes_a_subset():
+    """max_train_masks decodes a random subset; the prior (cheap) still maps and supervises every [SEG], and each
+    decoded mask reads its own [SEG]'s prior."""
+    lit = _lit(True, max_train_masks=1)
+    batch = _batch(lit)
+    n = batch.seg_masks.shape[0]
+    assert n >= 2
+    lit.train()
+    torch.manual_seed(3)
+    fwd = lit.model(batch)
+    assert fwd.mask_logits.shape[0] == 1 and fwd.mask_index is not None
+    assert fwd.prior_logits.shape[0] == n
+    # the decoded mask equals decoding that [SEG] alone (its own prior as the decoder's mask input)
+    i = fwd.mask_index
+    alone, _, alone_prior = lit.model.decode_masks(
+        fwd.image_embeddings, fwd.seg_hidden[i], batch.seg_image_index[i], batch.seg_boxes[i]
+    )
+    torch.testing.assert_close(alone_prior, fwd.prior_logits[i], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alone, fwd.mask_logits, rtol=1e-4, atol=1e-4)
+    # the prior's loss is over all n targets, the decoder's over the decoded one
+    _, parts = grounding_loss(fwd, batch, LossWeights())
+    S = batch.seg_masks.shape[-1]
+    prior_all = torch.nn.functional.interpolate(fwd.prior_logits.float(), (S, S), mode="bilinear")[:, 0]
+    torch.testing.assert_close(parts["prior_bce"], mask_bce(prior_all, batch.seg_masks, batch.valid_masks))
+    assert not torch.allclose(parts["prior_bce"], mask_bce(prior_all[i], batch.seg_masks[i], batch.valid_masks[i]))
+    torch.testing.assert_close(
+        parts["bce"],
+        mask_bce(upsample_to(fwd.mask_logits.float(), S), batch.seg_masks[i], batch.valid_masks[i]),
+    )
 
 
 def test_model_without_seg_prior_has_none():
