@@ -1,0 +1,69 @@
+"""Do the grounding heads know whether the named object exists, without being trained to say so?
+
+The default model decides "Sure, it is [SEG]." vs "There is no ..." in text, from the language model's reading of
+the 8 x 8 image tokens. This probe teacher-forces a one-target answer ("Sure, it is [SEG].") on one-target
+questions (the object exists) and on no-target questions (it does not) of held-out test-split scenes, and reports
+how well each head signal separates the two (ROC AUC; 0.5 = no signal): the seg prior's largest logit, its soft
+area, the decoder's IoU prediction and the decoded mask's area.
+
+    python benchmarks/presence_probe.py --scenes 30 --model default
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from data.sample import GroundRef
+from data.synthetic import SyntheticGrounding
+from grounding.predictor import GroundingPredictor
+
+SIGNALS = ("seg-prior max logit", "seg-prior soft area", "decoder IoU prediction", "decoded mask area")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", type=int, default=30)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=4321)
+    args = ap.parse_args(argv)
+    predictor = GroundingPredictor.from_pretrained(args.model)
+    model, processor = predictor.model, predictor.processor
+    if model.seg_prior is None:
+        raise SystemExit(f"{args.model}: this model has no seg prior (HeadOptions.seg_prior)")
+    model.eval()
+    ds = SyntheticGrounding("test", length=args.scenes, tasks=["res", "res_none"], turns_per_sample=4, seed=args.seed)
+    rows = []
+    for i in range(len(ds)):
+        sample = ds[i]
+        present = [t for t in sample.turns if t.task.value == "res"]
+        if not present or not sample.targets:
+            continue
+        template = present[0].answer  # a one-target answer of this scene, reused for its no-target questions
+        for turn in sample.turns:
+            if turn.task.value == "res":
+                answer, label = turn.answer, 1
+            else:  # any target: only the [SEG] state matters here, not the mask it is scored against
+                answer, label = tuple(GroundRef(0) if isinstance(a, GroundRef) else a for a in template), 0
+            if sum(isinstance(a, GroundRef) for a in answer) != 1:
+                continue
+            one = dataclasses.replace(sample, turns=(dataclasses.replace(turn, answer=answer),))
+            batch = processor.collate([processor.encode(one)])
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                f = model(batch)
+            prior = f.prior_logits.float()
+            rows.append((label, float(prior.max()), float(torch.sigmoid(prior).sum()), float(f.iou[0, 0]),
+                         float((f.mask_logits > 0).float().mean())))
+    r = np.array(rows)
+    print(f"{len(r)} questions of {len(ds)} scenes: {int(r[:, 0].sum())} with the object, {int(len(r) - r[:, 0].sum())} without")
+    for j, name in enumerate(SIGNALS, 1):
+        print(f"{name:24s} AUC {roc_auc_score(r[:, 0], r[:, j]):.3f}   mean with {r[r[:, 0] == 1, j].mean():.3f}"
+              f"   without {r[r[:, 0] == 0, j].mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
