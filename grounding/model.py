@@ -224,23 +224,20 @@ class GroundingModel(nn.Module):
         mask_logits = iou = mask_index = prior = None
         n = seg_hidden.shape[0]
         if n:
+            # the cheap seg prior maps every [SEG] (its loss sees them all); the costly decoder may decode a
+            # random subset in training (max_train_masks), each decoded mask reading its own [SEG]'s map
+            prior = self.seg_prior_maps(image_embeddings, seg_hidden, batch.seg_image_index)
             limit = self.options.max_train_masks
             if self.training and limit is not None and n > limit:
-                # the decoder is costly: decode a random subset; the cheap seg prior maps every [SEG]
-                # (its loss sees them all) and feeds the decoded ones' maps to the decoder
-                prior = self.seg_prior_maps(image_embeddings, seg_hidden, batch.seg_image_index)
                 mask_index = torch.randperm(n, device=seg_hidden.device)[:limit].sort().values
-                mask_logits, iou, _ = self.decode_masks(
-                    image_embeddings,
-                    seg_hidden[mask_index],
-                    batch.seg_image_index[mask_index],
-                    batch.seg_boxes[mask_index],
-                    prior=None if prior is None else prior[mask_index],
-                )
-            else:
-                mask_logits, iou, prior = self.decode_masks(
-                    image_embeddings, seg_hidden, batch.seg_image_index, batch.seg_boxes
-                )
+            rows = slice(None) if mask_index is None else mask_index
+            mask_logits, iou, _ = self.decode_masks(
+                image_embeddings,
+                seg_hidden[rows],
+                batch.seg_image_index[rows],
+                batch.seg_boxes[rows],
+                prior=None if prior is None else prior[rows],
+            )
         return GroundingForward(
             out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask, mask_index, prior
         )

@@ -116,7 +116,7 @@ def test_seg_prior_maps_every_seg_when_training_decodes_a_subset():
     # the prior's loss is over all n targets, the decoder's over the decoded one
     _, parts = grounding_loss(fwd, batch, LossWeights())
     S = batch.seg_masks.shape[-1]
-    prior_all = torch.nn.functional.interpolate(fwd.prior_logits.float(), (S, S), mode="bilinear")[:, 0]
+    prior_all = upsample_to(fwd.prior_logits.float(), S)
     torch.testing.assert_close(parts["prior_bce"], mask_bce(prior_all, batch.seg_masks, batch.valid_masks))
     assert not torch.allclose(parts["prior_bce"], mask_bce(prior_all[i], batch.seg_masks[i], batch.valid_masks[i]))
     torch.testing.assert_close(
