@@ -4,7 +4,8 @@ The default model decides "Sure, it is [SEG]." vs "There is no ..." in text, fro
 the 8 x 8 image tokens. This probe teacher-forces a one-target answer ("Sure, it is [SEG].") on one-target
 questions (the object exists) and on no-target questions (it does not) of held-out test-split scenes, and reports
 how well each head signal separates the two (ROC AUC; 0.5 = no signal): the seg prior's largest logit, its soft
-area, the decoder's IoU prediction and the decoded mask's area.
+area, the decoder's IoU prediction and the decoded mask's area; and, for a model with a presence head
+(``HeadOptions.presence``, trained for this), that head's score, read from the state before the answer.
 
     python benchmarks/presence_probe.py --scenes 30 --model default
 """
@@ -20,9 +21,10 @@ from sklearn.metrics import roc_auc_score
 
 from data.sample import GroundRef
 from data.synthetic import SyntheticGrounding
+from grounding.losses import presence_scores
 from grounding.predictor import GroundingPredictor
 
-SIGNALS = ("seg-prior max logit", "seg-prior soft area", "decoder IoU prediction", "decoded mask area")
+SIGNALS = ("seg-prior max logit", "seg-prior soft area", "decoder IoU prediction", "decoded mask area", "presence head")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,11 +58,17 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 f = model(batch)
             prior = f.prior_logits.float()
+            presence = np.nan
+            if f.presence_logits is not None:
+                valid = torch.from_numpy(batch.geometries[0].valid_mask())[None]
+                presence = float(presence_scores(f.presence_logits, valid)[0])
             rows.append((label, float(prior.max()), float(torch.sigmoid(prior).sum()), float(f.iou[0, 0]),
-                         float((f.mask_logits > 0).float().mean())))
+                         float((f.mask_logits > 0).float().mean()), presence))
     r = np.array(rows)
     print(f"{len(r)} questions of {len(ds)} scenes: {int(r[:, 0].sum())} with the object, {int(len(r) - r[:, 0].sum())} without")
     for j, name in enumerate(SIGNALS, 1):
+        if np.isnan(r[:, j]).any():
+            continue
         print(f"{name:24s} AUC {roc_auc_score(r[:, 0], r[:, j]):.3f}   mean with {r[r[:, 0] == 1, j].mean():.3f}"
               f"   without {r[r[:, 0] == 0, j].mean():.3f}")
 

@@ -35,7 +35,8 @@ class TrainableParts:
     projector: bool = True
     """The vision-to-language projector (composed model's MLP, or the HF model's multimodal projector)."""
     seg_projector: bool = True
-    """The seg projector (and, with ``HeadOptions.seg_prior``, the seg prior and SAM's mask-input path)."""
+    """The seg projector (and, with ``HeadOptions.seg_prior``, the seg prior and SAM's mask-input path; with
+    ``HeadOptions.presence``, the presence head)."""
     region_encoder: bool = True
 
 
@@ -152,6 +153,7 @@ class GroundingLitModule(L.LightningModule):
         if m.seg_prior is not None:  # the prior and SAM's mask-input path it feeds
             _set_trainable(m.seg_prior, self.trainable.seg_projector)
             _set_trainable(head.prompt_encoder.mask_downscaling, self.trainable.seg_projector)
+        _set_trainable(m.presence_head, self.trainable.seg_projector)
         _set_trainable(m.region_encoder, self.trainable.region_encoder)
         head.freeze_image_encoder(self.heads.freeze_image_encoder)
 
@@ -216,7 +218,7 @@ class GroundingLitModule(L.LightningModule):
         no [SEG] or no region (DDP requires all of them to receive gradients; FSDP2 reduce-scatters only the
         gradients that exist, so processes would disagree on the sizes)."""
         parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder,
-                 self.model.seg_prior, self.model.mask_head.prompt_encoder]
+                 self.model.seg_prior, self.model.presence_head, self.model.mask_head.prompt_encoder]
         total = None
         for mod in parts:
             if mod is None:

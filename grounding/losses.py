@@ -28,6 +28,10 @@ class LossWeights:
     """MSE between the decoder's predicted IoU and the mask's real IoU (0 freezes the IoU head)."""
     prior: float = 1.0
     """Weight of the seg-prior maps' own mask loss (``HeadOptions.seg_prior``): ``bce`` x BCE + ``dice`` x Dice."""
+    presence: float = 1.0
+    """Weight of the presence head's loss (``HeadOptions.presence``): its map of each answer against the union of
+    that answer's [SEG] masks (``bce`` x BCE + ``dice`` x Dice; empty for an answer without [SEG]) plus the BCE of
+    the map's largest logit against "the answer has a [SEG]"."""
 
 
 def answer_ce(logits: torch.Tensor, labels: torch.Tensor, logits_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +85,13 @@ def upsample_to(logits: torch.Tensor, size: int) -> torch.Tensor:
     return logits[:, 0]
 
 
+def presence_scores(maps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Presence logits T of T x 1 x h x w presence maps: the largest logit over the image's pixels
+    (``valid``: T x S x S bool, False on padding)."""
+    up = upsample_to(maps.float(), valid.shape[-1])
+    return up.masked_fill(~valid.bool(), float("-inf")).flatten(1).amax(1)
+
+
 def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its parts for a ``GroundingForward`` and its ``GroundingBatch``."""
     parts = {"ce": answer_ce(forward.logits, batch.labels, forward.logits_mask)}
@@ -110,4 +121,33 @@ def grounding_loss(forward, batch, weights: LossWeights) -> tuple[torch.Tensor, 
             total = total + weights.prior * (weights.bce * parts["prior_bce"] + weights.dice * parts["prior_dice"])
             with torch.no_grad():
                 parts["prior_iou"] = mask_iou(prior, all_targets, all_valid).mean()
+    if forward.presence_logits is not None and weights.presence > 0:
+        total = total + weights.presence * _presence_loss(forward, batch, weights, parts)
     return total, parts
+
+
+def answer_targets(batch, answer_image_index: torch.Tensor, seg_answer_index: torch.Tensor | None):
+    """Per answer: the union of its [SEG] masks (T x S x S bool), its image's valid pixels, and whether it has a
+    [SEG] (T bool)."""
+    T, S = len(answer_image_index), batch.seg_masks.shape[-1]
+    dev = batch.seg_masks.device
+    union = torch.zeros(T, S, S, device=dev)
+    has = torch.zeros(T, dtype=torch.bool, device=dev)
+    if seg_answer_index is not None and len(seg_answer_index):
+        idx = seg_answer_index.to(dev)
+        union.index_add_(0, idx, batch.seg_masks.float())
+        has[idx] = True
+    valid = torch.stack([torch.from_numpy(g.valid_mask()) for g in batch.geometries]).to(dev)
+    return union > 0, valid[answer_image_index.to(dev)], has
+
+
+def _presence_loss(forward, batch, weights: LossWeights, parts: dict) -> torch.Tensor:
+    union, valid, has = answer_targets(batch, forward.answer_image_index, forward.seg_answer_index)
+    maps = upsample_to(forward.presence_logits.float(), union.shape[-1])
+    parts["presence_map_bce"] = mask_bce(maps, union, valid)
+    parts["presence_map_dice"] = mask_dice(maps, union, valid)
+    score = presence_scores(forward.presence_logits, valid)
+    parts["presence_bce"] = F.binary_cross_entropy_with_logits(score, has.float())
+    with torch.no_grad():
+        parts["presence_acc"] = ((score > 0) == has).float().mean()
+    return weights.bce * parts["presence_map_bce"] + weights.dice * parts["presence_map_dice"] + parts["presence_bce"]

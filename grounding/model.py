@@ -15,9 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import LogitsProcessorList
 
 from data.masks import dominant_box
 from grounding.feature_cache import FeatureCache
+from grounding.losses import presence_scores
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
 from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
@@ -47,6 +49,17 @@ class HeadOptions:
     seg_prior: bool = False
     """Each [SEG] also gives a coarse mask: its state's similarity with every cell of the image embedding
     (``heads.SegPrior``, LSeg-style), supervised with the mask target and fed to the decoder as SAM's mask input."""
+    presence: bool = False
+    """A presence head: the state that starts each answer (it predicts the answer's first token) is mapped
+    against the image embedding like a [SEG] state (``heads.SegPrior``), supervised with the union of that
+    answer's [SEG] masks (empty when it grounds nothing); the map's largest logit says whether the answer should
+    ground anything. It reads SAM's full embedding grid where the language model reads a few pooled image tokens."""
+    presence_threshold: float | None = 0.5
+    """With a presence head, an answer whose having [SEG] disagrees with presence probability > threshold is
+    generated again from the language model's next-best first tokens (``GroundingModel.generate``); None: the
+    probability is only reported (``GeneratedAnswer.presence``)."""
+    presence_retries: int = 2
+    """How many next-best first tokens ``generate`` tries for an answer the presence head disagrees with."""
 
 
 @dataclass
@@ -59,6 +72,9 @@ class GroundingForward:
     logits_mask: torch.Tensor | None = None  # B x L bool (None: logits everywhere)
     mask_index: torch.Tensor | None = None  # rows of the batch's [SEG] targets that were decoded (None: all)
     prior_logits: torch.Tensor | None = None  # N x 1 x h x w seg-prior maps of every [SEG] (HeadOptions.seg_prior)
+    presence_logits: torch.Tensor | None = None  # T x 1 x h x w presence maps, one per answer (HeadOptions.presence)
+    answer_image_index: torch.Tensor | None = None  # T: each answer's image
+    seg_answer_index: torch.Tensor | None = None  # N: the answer each [SEG] belongs to
 
 
 @dataclass
@@ -74,6 +90,7 @@ class GeneratedAnswer:
     token_ids: list[int]
     mask_logits: torch.Tensor | None
     scores: torch.Tensor | None
+    presence: float | None = None  # presence head's probability that the answer grounds something (HeadOptions.presence)
 
 
 def seg_state_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
@@ -81,6 +98,33 @@ def seg_state_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
     pos = torch.zeros_like(input_ids, dtype=torch.bool)
     pos[:, :-1] = input_ids[:, 1:] == seg_id
     return pos
+
+
+def answer_start_positions(labels: torch.Tensor) -> torch.Tensor:
+    """B x L bool: True at position p-1 for every answer that starts at p (a labelled token after an unlabelled
+    one): the state that predicts the answer's first token, which has read the whole question."""
+    lab = labels != IGNORE_INDEX
+    pos = torch.zeros_like(lab)
+    pos[:, :-1] = lab[:, 1:] & ~lab[:, :-1]
+    return pos
+
+
+class _FirstTokenControl:
+    """A generation logits processor: records the first step's scores and forces the first token of some rows."""
+
+    def __init__(self, force: dict[int, int] | None = None):
+        self.force = force or {}
+        self.first: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.first is None:
+            self.first = scores.detach().clone()
+            if self.force:
+                scores = scores.clone()
+                for row, tok in self.force.items():
+                    scores[row] = float("-inf")
+                    scores[row, tok] = 0.0
+        return scores
 
 
 class GroundingModel(nn.Module):
@@ -95,6 +139,7 @@ class GroundingModel(nn.Module):
         box_codec=None,
         options: HeadOptions | None = None,
         seg_prior: nn.Module | None = None,
+        presence_head: nn.Module | None = None,
     ):
         super().__init__()
         self.vision_llm = vision_llm
@@ -105,6 +150,9 @@ class GroundingModel(nn.Module):
         if self.options.seg_prior and seg_prior is None:
             raise ValueError("HeadOptions.seg_prior is set but no seg_prior module was given")
         self.seg_prior = seg_prior
+        if self.options.presence and presence_head is None:
+            raise ValueError("HeadOptions.presence is set but no presence_head module was given")
+        self.presence_head = presence_head
         n_layers = len(decoder_layers(vision_llm.hf_model))
         if not -(n_layers + 1) <= self.options.seg_layer <= n_layers:
             raise ValueError(
@@ -238,9 +286,19 @@ class GroundingModel(nn.Module):
                 batch.seg_boxes[rows],
                 prior=None if prior is None else prior[rows],
             )
-        return GroundingForward(
+        fwd = GroundingForward(
             out.logits, seg_hidden, mask_logits, iou, image_embeddings, out.logits_mask, mask_index, prior
         )
+        if self.presence_head is not None:
+            starts = answer_start_positions(batch.labels)
+            if starts.any():
+                rows = starts.nonzero()[:, 0]
+                fwd.presence_logits = self.presence_head(out.hidden[starts], image_embeddings, rows.to(image_embeddings.device))
+                fwd.answer_image_index = rows
+                # each [SEG] belongs to the latest answer started at or before the state that predicts it
+                latest = starts.flatten().long().cumsum(0).view_as(starts) - 1
+                fwd.seg_answer_index = latest[pos]
+        return fwd
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -254,24 +312,15 @@ class GroundingModel(nn.Module):
         """Greedy answers for a left-padded batch of requests, with one mask per generated [SEG]."""
         if image_embeddings is None:
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
-        gen = self.vision_llm.generate(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.image_inputs,
-            batch.token_fields,
-            image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
-            inject=self._inject(image_embeddings, batch.regions),
-            max_new_tokens=max_new_tokens,
-            **generate_kwargs,
-        )
+        seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
+        presence = self._presence(batch, image_embeddings, hidden)
+        if presence is not None and self.options.presence_threshold is not None:
+            self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence)
         tok = self.tokenizer
-        stop = {tok.eos_token_id, tok.pad_token_id}
         answers: list[GeneratedAnswer] = []
         all_hidden, all_index, all_boxes, counts = [], [], [], []
         for b in range(batch.batch_size):
-            seq = gen.sequences[b].tolist()
-            n = next((t for t, i in enumerate(seq) if i in stop), len(seq))
-            seq = seq[:n]
+            seq = seqs[b]
             text = tok.decode(seq, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             geo = batch.geometries[b]
             h, w = geo.original_hw
@@ -281,12 +330,13 @@ class GroundingModel(nn.Module):
             k = min(len(seg_t), parsed.num_seg)
             box_by_seg = {s.seg_index: s.box for s in parsed.segments if s.seg_index is not None}
             for j in range(k):
-                all_hidden.append(gen.hidden[b, seg_t[j]])
+                all_hidden.append(hidden[b][seg_t[j]])
                 all_index.append(b)
                 box = box_by_seg.get(j)
                 all_boxes.append(geo.boxes_to_input(box)[0] if box is not None else np.full(4, np.nan, np.float32))
             counts.append(k)
-            answers.append(GeneratedAnswer(text, parsed, seq, None, None))
+            p = None if presence is None else float(torch.sigmoid(presence[b]))
+            answers.append(GeneratedAnswer(text, parsed, seq, None, None, p))
         if all_hidden:
             dev = image_embeddings.device
             logits, iou, _ = self.decode_masks(
@@ -304,6 +354,63 @@ class GroundingModel(nn.Module):
             for a, geo in zip(answers, batch.geometries):
                 self._write_seg_boxes(a, geo)
         return answers
+
+    def _generate_tokens(self, batch, image_embeddings, max_new_tokens, force, generate_kwargs):
+        """Greedy tokens of every row (cut at the first stop token), their states (B x T x D) and the first
+        step's scores (B x V). ``force``: {row: token} forced as that row's first token."""
+        control = _FirstTokenControl(force)
+        kwargs = dict(generate_kwargs)
+        kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), control])
+        gen = self.vision_llm.generate(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.image_inputs,
+            batch.token_fields,
+            image_features=image_embeddings if self.vision_llm.uses_mask_head_features else None,
+            inject=self._inject(image_embeddings, batch.regions),
+            max_new_tokens=max_new_tokens,
+            **kwargs,
+        )
+        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        seqs = []
+        for b in range(batch.batch_size):
+            seq = gen.sequences[b].tolist()
+            seqs.append(seq[: next((t for t, i in enumerate(seq) if i in stop), len(seq))])
+        return seqs, list(gen.hidden), control.first
+
+    def _presence(self, batch, image_embeddings, hidden) -> torch.Tensor | None:
+        """Presence logits B from the states that predicted each answer's first token, or None (no head)."""
+        if self.presence_head is None or any(h.shape[0] == 0 for h in hidden):
+            return None
+        dev = image_embeddings.device
+        first = torch.stack([h[0] for h in hidden])
+        maps = self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
+        valid = torch.stack([torch.from_numpy(g.valid_mask()) for g in batch.geometries]).to(dev)
+        return presence_scores(maps, valid)
+
+    def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
+        """Where an answer's having [SEG] disagrees with the presence head, generate it again from the language
+        model's next-best first tokens (up to ``presence_retries``); keep the first answer that agrees (in place)."""
+        want = (torch.sigmoid(presence) > self.options.presence_threshold).tolist()
+        todo = [b for b in range(len(seqs)) if (self.tokens.seg in seqs[b]) != want[b] and first is not None]
+        if not todo:
+            return
+        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        n = self.options.presence_retries
+        ranked = first.float().topk(min(first.shape[-1], n + len(stop) + 1), dim=-1).indices.tolist()
+        # next-best first tokens of each row: not the one it chose, not a stop token (an empty answer)
+        alternatives = {b: [t for t in ranked[b] if t not in stop and t != (seqs[b][0] if seqs[b] else None)][:n] for b in todo}
+        for r in range(n):
+            force = {b: alternatives[b][r] for b in todo if r < len(alternatives[b])}
+            if not force:
+                break
+            new_seqs, new_hidden, _ = self._generate_tokens(batch, image_embeddings, max_new_tokens, force, generate_kwargs)
+            for b in force:
+                if (self.tokens.seg in new_seqs[b]) == want[b]:
+                    seqs[b], hidden[b] = new_seqs[b], new_hidden[b]
+            todo = [b for b in todo if (self.tokens.seg in seqs[b]) != want[b]]
+            if not todo:
+                return
 
     def _write_seg_boxes(self, answer: GeneratedAnswer, geometry) -> None:
         """Write the box of each ``<box>[SEG]</box>`` (``ProcessorConfig.box_from_seg``) into the text: it

@@ -60,6 +60,7 @@ def assemble(
         box_codec=make_box_codec(processor_config.box_codec),
         options=options,
         seg_prior=seg_prior,
+        presence_head=SegPrior(vision_llm.hidden_size, mask_head.embed_dim) if options.presence else None,
     )
     processor = GroundingProcessor(vision_llm, image_transform_for(mask_head), processor_config)
     return model, processor

@@ -41,7 +41,9 @@ class Segment:
 
 @dataclass
 class GroundingResult:
-    """The answer ``text`` (grounding tokens removed), the ``raw_text`` the model wrote, and its ``segments``."""
+    """The answer ``text`` (grounding tokens removed), the ``raw_text`` the model wrote, and its ``segments``.
+    ``presence``: the model's probability that the answer should ground something (a presence head,
+    ``HeadOptions.presence``), or None."""
 
     text: str
     segments: list[Segment] = field(default_factory=list)
@@ -49,6 +51,7 @@ class GroundingResult:
     image_size: tuple[int, int] = (0, 0)  # (height, width)
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    presence: float | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -74,6 +77,7 @@ class GroundingResult:
             "image_size": list(self.image_size),
             "segments": [s.to_dict() for s in self.segments],
             "skipped": list(self.skipped),
+            "presence": None if self.presence is None else round(float(self.presence), 4),
         }
 
     def labels(self) -> list[str]:
