@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scenes", type=int, default=30)
     ap.add_argument("--model", default="default")
     ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--split", default="test", help="synthetic split of the scenes (choose thresholds on val)")
     args = ap.parse_args(argv)
     predictor = GroundingPredictor.from_pretrained(args.model)
     model, processor = predictor.model, predictor.processor
     if model.seg_prior is None:
         raise SystemExit(f"{args.model}: this model has no seg prior (HeadOptions.seg_prior)")
     model.eval()
-    ds = SyntheticGrounding("test", length=args.scenes, tasks=["res", "res_none"], turns_per_sample=4, seed=args.seed)
+    ds = SyntheticGrounding(args.split, length=args.scenes, tasks=["res", "res_none"], turns_per_sample=4, seed=args.seed)
     rows = []
     for i in range(len(ds)):
         sample = ds[i]
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> None:
             continue
         print(f"{name:24s} AUC {roc_auc_score(r[:, 0], r[:, j]):.3f}   mean with {r[r[:, 0] == 1, j].mean():.3f}"
               f"   without {r[r[:, 0] == 0, j].mean():.3f}")
+    if not np.isnan(r[:, 5]).any():  # the presence head decides at a probability threshold (HeadOptions.presence_threshold)
+        p = 1 / (1 + np.exp(-r[:, 5]))
+        present = r[:, 0] == 1
+        print("presence head, threshold: share of questions with the object called present / without called absent")
+        for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+            print(f"  {t:.2f}: {np.mean(p[present] > t):.2f} / {np.mean(p[~present] <= t):.2f}")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data.masks import decode_rle, encode_rle, mask_to_box  # noqa: F401  (the one RLE codec)
+from data.masks import decode_rle, dominant_box, encode_rle, mask_to_box  # noqa: F401  (the one RLE codec)
 
 
 def mask_box(mask: np.ndarray | None) -> np.ndarray | None:
-    """Tight xyxy box of a mask (x2 = max x + 1), or None when the mask is empty."""
+    """xyxy box (x2 = max x + 1) of a predicted mask's main parts (``data.masks.dominant_box``: stray specks of
+    the decoder's output left out, the box a written ``<box>[SEG]</box>`` gets too), or None when it is empty."""
     if mask is None or not mask.any():
         return None
-    return mask_to_box(mask)
+    return dominant_box(mask)
 
 
 @dataclass
