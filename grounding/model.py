@@ -153,6 +153,11 @@ class GroundingModel(nn.Module):
         if self.options.presence and presence_head is None:
             raise ValueError("HeadOptions.presence is set but no presence_head module was given")
         self.presence_head = presence_head
+        t = self.options.presence_threshold
+        if t is not None and not 0.0 < t < 1.0:
+            raise ValueError(f"presence_threshold must be a probability in (0, 1) or None, got {t}")
+        if self.options.presence_retries < 0:
+            raise ValueError(f"presence_retries must be >= 0, got {self.options.presence_retries}")
         n_layers = len(decoder_layers(vision_llm.hf_model))
         if not -(n_layers + 1) <= self.options.seg_layer <= n_layers:
             raise ValueError(

@@ -93,6 +93,10 @@ def test_presence_option_without_module_is_refused_and_off_by_default():
     m = lit.model
     with pytest.raises(ValueError, match="presence"):
         type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder, options=HeadOptions(presence=True))
+    for bad, match in ((dict(presence_threshold=1.5), "presence_threshold"), (dict(presence_retries=-1), "presence_retries")):
+        with pytest.raises(ValueError, match=match):
+            type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder, options=HeadOptions(presence=True, **bad),
+                    presence_head=m.presence_head)
     plain = GroundingLitModule(TinyPreset("composed"))
     assert plain.model.presence_head is None
     assert not any("presence" in n for n, _ in plain.named_parameters())
