@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             prior = f.prior_logits.float()
             presence = np.nan
             if f.presence_logits is not None:
-                valid = torch.from_numpy(batch.geometries[0].valid_mask())[None]
-                presence = float(presence_scores(f.presence_logits, valid)[0])
+                presence = float(presence_scores(f.presence_logits, batch.image_valid_masks)[0])
             rows.append((label, float(prior.max()), float(torch.sigmoid(prior).sum()), float(f.iou[0, 0]),
                          float((f.mask_logits > 0).float().mean()), presence))
     r = np.array(rows)

@@ -137,8 +137,7 @@ def answer_targets(batch, answer_image_index: torch.Tensor, seg_answer_index: to
         idx = seg_answer_index.to(dev)
         union.index_add_(0, idx, batch.seg_masks.float())
         has[idx] = True
-    valid = torch.stack([torch.from_numpy(g.valid_mask()) for g in batch.geometries]).to(dev)
-    return union > 0, valid[answer_image_index.to(dev)], has
+    return union > 0, batch.image_valid_masks.to(dev)[answer_image_index.to(dev)], has
 
 
 def _presence_loss(forward, batch, weights: LossWeights, parts: dict) -> torch.Tensor:
@@ -146,7 +145,7 @@ def _presence_loss(forward, batch, weights: LossWeights, parts: dict) -> torch.T
     maps = upsample_to(forward.presence_logits.float(), union.shape[-1])
     parts["presence_map_bce"] = mask_bce(maps, union, valid)
     parts["presence_map_dice"] = mask_dice(maps, union, valid)
-    score = presence_scores(forward.presence_logits, valid)
+    score = presence_scores(maps[:, None], valid)  # already at S x S: no second upsampling
     parts["presence_bce"] = F.binary_cross_entropy_with_logits(score, has.float())
     with torch.no_grad():
         parts["presence_acc"] = ((score > 0) == has).float().mean()

@@ -297,9 +297,11 @@ class GroundingModel(nn.Module):
         if self.presence_head is not None:
             starts = answer_start_positions(batch.labels)
             if starts.any():
-                rows = starts.nonzero()[:, 0]
-                fwd.presence_logits = self.presence_head(out.hidden[starts], image_embeddings, rows.to(image_embeddings.device))
-                fwd.answer_image_index = rows
+                answer_rows = starts.nonzero()[:, 0]
+                fwd.presence_logits = self.presence_head(
+                    out.hidden[starts], image_embeddings, answer_rows.to(image_embeddings.device)
+                )
+                fwd.answer_image_index = answer_rows
                 # each [SEG] belongs to the latest answer started at or before the state that predicts it
                 latest = starts.flatten().long().cumsum(0).view_as(starts) - 1
                 fwd.seg_answer_index = latest[pos]
@@ -360,6 +362,11 @@ class GroundingModel(nn.Module):
                 self._write_seg_boxes(a, geo)
         return answers
 
+    @property
+    def _stop_ids(self) -> set[int]:
+        """Tokens that end a generated answer."""
+        return {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+
     def _generate_tokens(self, batch, image_embeddings, max_new_tokens, force, generate_kwargs):
         """Greedy tokens of every row (cut at the first stop token), their states (B x T x D) and the first
         step's scores (B x V). ``force``: {row: token} forced as that row's first token."""
@@ -376,7 +383,7 @@ class GroundingModel(nn.Module):
             max_new_tokens=max_new_tokens,
             **kwargs,
         )
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        stop = self._stop_ids
         seqs = []
         for b in range(batch.batch_size):
             seq = gen.sequences[b].tolist()
@@ -390,17 +397,16 @@ class GroundingModel(nn.Module):
         dev = image_embeddings.device
         first = torch.stack([h[0] for h in hidden])
         maps = self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
-        valid = torch.stack([torch.from_numpy(g.valid_mask()) for g in batch.geometries]).to(dev)
-        return presence_scores(maps, valid)
+        return presence_scores(maps, batch.image_valid_masks.to(dev))
 
     def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
         """Where an answer's having [SEG] disagrees with the presence head, generate it again from the language
         model's next-best first tokens (up to ``presence_retries``); keep the first answer that agrees (in place)."""
         want = (torch.sigmoid(presence) > self.options.presence_threshold).tolist()
-        todo = [b for b in range(len(seqs)) if (self.tokens.seg in seqs[b]) != want[b] and first is not None]
-        if not todo:
+        todo = [b for b in range(len(seqs)) if (self.tokens.seg in seqs[b]) != want[b]]
+        if not todo or first is None:
             return
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        stop = self._stop_ids
         n = self.options.presence_retries
         ranked = first.float().topk(min(first.shape[-1], n + len(stop) + 1), dim=-1).indices.tolist()
         # next-best first tokens of each row: not the one it chose, not a stop token (an empty answer)

@@ -146,12 +146,16 @@ class GroundingBatch:
         return allowed[:, None]
 
     @property
+    def image_valid_masks(self) -> torch.Tensor:
+        """B x S x S bool: True on each image's pixels in the mask head's input frame, False on padding."""
+        return torch.stack([torch.from_numpy(g.valid_mask()) for g in self.geometries]).to(self.sam_images.device)
+
+    @property
     def valid_masks(self) -> torch.Tensor:
         """N x S x S bool: True on image pixels of each [SEG]'s image, False on padding."""
         if len(self.seg_image_index) == 0:
             return torch.zeros_like(self.seg_masks)
-        valid = torch.stack([torch.from_numpy(g.valid_mask()) for g in self.geometries]).to(self.seg_masks.device)
-        return valid[self.seg_image_index]
+        return self.image_valid_masks.to(self.seg_masks.device)[self.seg_image_index]
 
 
 class GroundingProcessor:

@@ -70,3 +70,25 @@ def build_tiny(kind: str = "llava", **heads):
     torch.manual_seed(0)
     model, proc = TinyPreset(kind).build(HeadOptions(**heads))
     return model.eval(), proc
+
+
+def tiny_lit(**heads):
+    """A tiny composed-model ``GroundingLitModule`` (LoRA r=4) with these ``HeadOptions``, seeded."""
+    from grounding.lit_module import GroundingLitModule, OptimConfig
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+    from grounding.vision_llm.base import LoraSettings
+
+    torch.manual_seed(0)
+    return GroundingLitModule(
+        TinyPreset("composed"),
+        heads=HeadOptions(**heads),
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        optim=OptimConfig(lr=3e-3),
+    )
+
+
+def two_images_batch(lit):
+    """A training batch of two two-squares samples of different sizes, encoded by ``lit``'s processor."""
+    s = two_squares_sample()
+    return lit.processor.collate([lit.processor.encode(s), lit.processor.encode(two_squares_sample(56, 40, "b"))])

@@ -3,35 +3,24 @@ answer grounds anything; ``generate`` re-answers from the next-best first tokens
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
 import torch
 
-from conftest import two_squares_sample
-from grounding.export import export_model, load_exported
-from grounding.lit_module import GroundingLitModule, OptimConfig
+from conftest import tiny_lit, two_images_batch, two_squares_sample
 from grounding.losses import LossWeights, answer_targets, grounding_loss, mask_bce, presence_scores, upsample_to
 from grounding.model import HeadOptions, answer_start_positions
+from grounding.lit_module import GroundingLitModule
 from grounding.presets import TinyPreset
 from grounding.processor import IGNORE_INDEX
-from grounding.vision_llm.base import LoraSettings
 
 
-def _lit(**heads) -> GroundingLitModule:
-    torch.manual_seed(0)
-    return GroundingLitModule(
-        TinyPreset("composed"),
-        heads=HeadOptions(presence=True, **heads),
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
-        optim=OptimConfig(lr=3e-3),
-    )
+def _lit(**heads):
+    return tiny_lit(presence=True, **heads)
 
 
-def _batch(lit):
-    s = two_squares_sample()
-    return lit.processor.collate([lit.processor.encode(s), lit.processor.encode(two_squares_sample(56, 40, "b"))])
+_batch = two_images_batch
 
 
 def test_answer_start_positions_mark_the_state_before_each_answer():
@@ -182,21 +171,3 @@ def test_trained_presence_head_tells_present_from_absent_objects():
     with torch.no_grad():
         answers = lit.model.generate(lit.processor.collate(reqs, padding_side="left"), max_new_tokens=2)
     assert [a.presence > 0.5 for a in answers] == list(questions.values()), [a.presence for a in answers]
-
-
-def test_export_round_trip_keeps_the_presence_head(tmp_path):
-    lit = _lit()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in lit.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    lit.eval()
-    batch = _batch(lit)
-    with torch.no_grad():
-        before = lit.model(batch).presence_logits
-    out = export_model(copy.deepcopy(lit.model), lit.processor, tmp_path / "export")
-    model, _ = load_exported(out)
-    assert model.options.presence and model.presence_head is not None
-    with torch.no_grad():
-        torch.testing.assert_close(model(batch).presence_logits, before)

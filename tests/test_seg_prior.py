@@ -8,13 +8,10 @@ import copy
 import pytest
 import torch
 
-from conftest import two_squares_sample
+from conftest import tiny_lit, two_images_batch, two_squares_sample
 from grounding.export import export_model, load_exported
-from grounding.lit_module import GroundingLitModule, OptimConfig
 from grounding.losses import LossWeights, grounding_loss, mask_bce, upsample_to
 from grounding.model import HeadOptions
-from grounding.presets import TinyPreset
-from grounding.vision_llm.base import LoraSettings
 from heads import SegPrior
 
 
@@ -50,19 +47,11 @@ def test_seg_prior_rejects_bad_shapes(hidden, emb, index, match):
         SegPrior(in_dim=12, embed_dim=8)(hidden, emb, index)
 
 
-def _lit(seg_prior: bool, **heads) -> GroundingLitModule:
-    torch.manual_seed(0)
-    return GroundingLitModule(
-        TinyPreset("composed"),
-        heads=HeadOptions(seg_prior=seg_prior, **heads),
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
-        optim=OptimConfig(lr=3e-3),
-    )
+def _lit(seg_prior: bool, **heads):
+    return tiny_lit(seg_prior=seg_prior, **heads)
 
 
-def _batch(lit):
-    s = two_squares_sample()
-    return lit.processor.collate([lit.processor.encode(s), lit.processor.encode(two_squares_sample(56, 40, "b"))])
+_batch = two_images_batch
 
 
 def test_forward_loss_and_gradients_with_seg_prior():
@@ -140,8 +129,8 @@ def test_seg_prior_option_without_module_is_refused():
         type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder, options=HeadOptions(seg_prior=True))
 
 
-def test_export_round_trip_keeps_the_seg_prior(tmp_path):
-    lit = _lit(True)
+def test_export_round_trip_keeps_the_seg_prior_and_presence_head(tmp_path):
+    lit = _lit(True, presence=True)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, p in lit.named_parameters():
@@ -156,9 +145,11 @@ def test_export_round_trip_keeps_the_seg_prior(tmp_path):
     out = export_model(copy.deepcopy(lit.model), lit.processor, tmp_path / "export")
     model, processor = load_exported(out)
     assert model.options.seg_prior and model.seg_prior is not None
+    assert model.options.presence and model.presence_head is not None
     with torch.no_grad():
         after = model(batch)
     torch.testing.assert_close(after.prior_logits, before.prior_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after.presence_logits, before.presence_logits)
     torch.testing.assert_close(after.mask_logits, before.mask_logits, rtol=1e-4, atol=1e-4)
     a = lit.model.generate(lit.processor.collate(reqs, padding_side="left"), max_new_tokens=12)
     b = model.generate(processor.collate(reqs, padding_side="left"), max_new_tokens=12)
