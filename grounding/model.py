@@ -49,6 +49,10 @@ class HeadOptions:
     seg_prior: bool = False
     """Each [SEG] also gives a coarse mask: its state's similarity with every cell of the image embedding
     (``heads.SegPrior``, LSeg-style), supervised with the mask target and fed to the decoder as SAM's mask input."""
+    prior_context: int = 0
+    """Context blocks over the seg prior's and presence head's keys (``heads.SegPrior(context=...)``): dilated
+    depthwise convolutions, so a cell's key tells what object it is part of (its shape), not only its own
+    features. 0: per-cell keys."""
     presence: bool = False
     """A presence head: the state that starts each answer (it predicts the answer's first token) is mapped
     against the image embedding like a [SEG] state (``heads.SegPrior``), supervised with the union of that

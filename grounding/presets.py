@@ -51,7 +51,8 @@ def assemble(
         if options.region_encoder
         else None
     )
-    seg_prior = SegPrior(vision_llm.hidden_size, mask_head.embed_dim) if options.seg_prior else None
+    prior = dict(in_dim=vision_llm.hidden_size, embed_dim=mask_head.embed_dim, context=options.prior_context)
+    seg_prior = SegPrior(**prior) if options.seg_prior else None
     model = GroundingModel(
         vision_llm,
         mask_head,
@@ -60,7 +61,7 @@ def assemble(
         box_codec=make_box_codec(processor_config.box_codec),
         options=options,
         seg_prior=seg_prior,
-        presence_head=SegPrior(vision_llm.hidden_size, mask_head.embed_dim) if options.presence else None,
+        presence_head=SegPrior(**prior) if options.presence else None,
     )
     processor = GroundingProcessor(vision_llm, image_transform_for(mask_head), processor_config)
     return model, processor

@@ -6,6 +6,11 @@ for box prompts. ``SegPrior`` adds a direct path, as in LSeg / CLIPSeg: a query 
 key per embedding cell, their scaled dot product a logit per cell. The map is supervised with the mask target
 (a direct gradient to "which cells are the object") and prompts the decoder through SAM's own mask input
 (``PromptEncoder.mask_downscaling``), which refines it.
+
+A cell's own features say what is there (colour) more than what object it belongs to (shape: a cell inside a
+triangle looks like a cell inside a square). ``context`` > 0 adds residual blocks of dilated depthwise 3 x 3
+convolutions over the keys (dilations 1, 2, 4, ...: with 4 blocks each key sees 31 x 31 cells), as LSeg's
+spatial regularisation and CLIPSeg's decoder give their per-pixel features the neighbourhood.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ class SegPrior(nn.Module):
         in_dim: LLM hidden size.
         embed_dim: channels of the mask head's image embedding (256 for SAM).
         dim: query / key width.
+        context: residual dilated depthwise-convolution blocks over the keys (0: each key sees its cell only).
     """
 
-    def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 256) -> None:
+    def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 256, context: int = 0) -> None:
         super().__init__()
+        if context < 0:
+            raise ValueError(f"context must be >= 0 blocks, got {context}")
         self.in_dim, self.embed_dim, self.dim = in_dim, embed_dim, dim
         self.query = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
         # keys: a per-cell MLP (1 x 1 convolutions) over channel-normalised features
@@ -36,6 +44,7 @@ class SegPrior(nn.Module):
             nn.GELU(),
             nn.Conv2d(dim, dim, 1),
         )
+        self.context = nn.ModuleList(_ContextBlock(dim, 2**i) for i in range(context))
         self.bias = nn.Parameter(torch.tensor(-2.0))  # objects cover a small part of the image
 
     def forward(self, hidden: Tensor, image_embeddings: Tensor, image_index: Tensor) -> Tensor:
@@ -49,6 +58,22 @@ class SegPrior(nn.Module):
         dtype = self.key[1].weight.dtype
         used, local = torch.unique(image_index, return_inverse=True)  # keys once per image that has a [SEG]
         keys = self.key(image_embeddings[used].to(dtype))  # U x d x h x w
+        for block in self.context:
+            keys = block(keys)
         q = self.query(hidden.to(dtype))  # N x d
         logits = torch.einsum("nd,ndhw->nhw", q, keys[local]) / math.sqrt(self.dim) + self.bias
         return logits[:, None]
+
+
+class _ContextBlock(nn.Module):
+    """x + pointwise(GELU(depthwise dilated 3 x 3(x))): mixes each cell's key with its neighbourhood."""
+
+    def __init__(self, dim: int, dilation: int) -> None:
+        super().__init__()
+        self.spatial = nn.Conv2d(dim, dim, 3, padding=dilation, dilation=dilation, groups=dim)
+        self.mix = nn.Conv2d(dim, dim, 1)
+        nn.init.zeros_(self.mix.weight)  # starts as the identity: the per-cell keys, then learns the context
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mix(nn.functional.gelu(self.spatial(x)))

@@ -34,6 +34,32 @@ def test_seg_prior_maps_each_state_against_its_own_image():
     torch.testing.assert_close(rolled, torch.roll(out[1:2], shifts=(1, 2), dims=(2, 3)), rtol=1e-4, atol=1e-4)
 
 
+def test_context_keys_see_the_neighbourhood_and_start_as_per_cell_keys():
+    torch.manual_seed(0)
+    plain = SegPrior(in_dim=12, embed_dim=8, dim=16)
+    ctx = SegPrior(in_dim=12, embed_dim=8, dim=16, context=3)  # dilations 1, 2, 4: 15 x 15 cells
+    ctx.load_state_dict(plain.state_dict(), strict=False)  # the per-cell layers are the same modules
+    emb, hidden, index = torch.randn(1, 8, 20, 20), torch.randn(1, 12), torch.tensor([0])
+    # the blocks start as the identity (zero pointwise mix), so a new head starts from the per-cell map
+    torch.testing.assert_close(ctx(hidden, emb, index), plain(hidden, emb, index))
+    for block in ctx.context:
+        torch.nn.init.normal_(block.mix.weight, std=0.2)
+
+    def keys(x):
+        for block in ctx.context:
+            x = block(x)
+        return x[0, :, 10, 10]
+
+    x = torch.randn(1, 16, 20, 20)
+    near, far = x.clone(), x.clone()
+    near[0, :, 10, 16] += 3.0  # 6 cells right of (10, 10): inside 15 x 15, outside a single cell
+    far[0, :, 10, 18] += 3.0  # 8 cells away: outside the receptive field
+    assert (keys(near) - keys(x)).abs().max() > 1e-3
+    torch.testing.assert_close(keys(far), keys(x))
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        SegPrior(in_dim=12, embed_dim=8, context=-1)
+
+
 @pytest.mark.parametrize(
     "hidden, emb, index, match",
     [
@@ -130,7 +156,7 @@ def test_seg_prior_option_without_module_is_refused():
 
 
 def test_export_round_trip_keeps_the_seg_prior_and_presence_head(tmp_path):
-    lit = _lit(True, presence=True)
+    lit = _lit(True, presence=True, prior_context=2)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, p in lit.named_parameters():
@@ -146,6 +172,7 @@ def test_export_round_trip_keeps_the_seg_prior_and_presence_head(tmp_path):
     model, processor = load_exported(out)
     assert model.options.seg_prior and model.seg_prior is not None
     assert model.options.presence and model.presence_head is not None
+    assert model.options.prior_context == 2 and len(model.seg_prior.context) == len(model.presence_head.context) == 2
     with torch.no_grad():
         after = model(batch)
     torch.testing.assert_close(after.prior_logits, before.prior_logits, rtol=1e-4, atol=1e-4)
