@@ -9,6 +9,7 @@ Losses live in ``grounding.losses``; training lives in ``grounding.lit_module``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,18 @@ class HeadOptions:
     probability is only reported (``GeneratedAnswer.presence``)."""
     presence_retries: int = 2
     """How many next-best first tokens ``generate`` tries for an answer the presence head disagrees with."""
+    presence_fusion: tuple[float, float, float] | None = None
+    """(w_head, w_prior, bias): with a seg prior too, the presence probability of an answer with one [SEG] is
+    sigmoid(w_head * presence-head logit + w_prior * the largest seg-prior logit of its [SEG] state + bias): the
+    head reads the question's state, the prior the [SEG]'s own map, and together they separate present from absent
+    objects better than either (``benchmarks/presence_probe.py --fit`` fits the weights on validation scenes).
+    An answer without [SEG] has no [SEG] state to read, so one whose head probability exceeds
+    ``presence_recheck`` is generated again from next-best first tokens, and a one-[SEG] answer replaces it if its
+    fused probability exceeds ``presence_threshold``. Answers with several [SEG] keep the head alone: the weights
+    are fitted on one-target answers, and the strongest of several [SEG] maps reads differently (the probe's
+    ``--present-tasks res_multi``). None: the head alone decides."""
+    presence_recheck: float = 0.3
+    """With ``presence_fusion``: the head probability above which an answer without [SEG] is re-checked."""
 
 
 @dataclass
@@ -162,6 +175,14 @@ class GroundingModel(nn.Module):
             raise ValueError(f"presence_threshold must be a probability in (0, 1) or None, got {t}")
         if self.options.presence_retries < 0:
             raise ValueError(f"presence_retries must be >= 0, got {self.options.presence_retries}")
+        fusion = self.options.presence_fusion
+        if fusion is not None:
+            if len(fusion) != 3:
+                raise ValueError(f"presence_fusion must be (w_head, w_prior, bias), got {fusion}")
+            if seg_prior is None or presence_head is None:
+                raise ValueError("presence_fusion fuses the presence head with the seg prior: set presence and seg_prior")
+        if not 0.0 < self.options.presence_recheck < 1.0:
+            raise ValueError(f"presence_recheck must be a probability in (0, 1), got {self.options.presence_recheck}")
         n_layers = len(decoder_layers(vision_llm.hf_model))
         if not -(n_layers + 1) <= self.options.seg_layer <= n_layers:
             raise ValueError(
@@ -325,8 +346,9 @@ class GroundingModel(nn.Module):
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
         presence = self._presence(batch, image_embeddings, hidden)
+        prob = None if presence is None else torch.sigmoid(presence.float()).tolist()
         if presence is not None and self.options.presence_threshold is not None:
-            self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence)
+            prob = self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence)
         tok = self.tokenizer
         answers: list[GeneratedAnswer] = []
         all_hidden, all_index, all_boxes, counts = [], [], [], []
@@ -346,8 +368,7 @@ class GroundingModel(nn.Module):
                 box = box_by_seg.get(j)
                 all_boxes.append(geo.boxes_to_input(box)[0] if box is not None else np.full(4, np.nan, np.float32))
             counts.append(k)
-            p = None if presence is None else float(torch.sigmoid(presence[b]))
-            answers.append(GeneratedAnswer(text, parsed, seq, None, None, p))
+            answers.append(GeneratedAnswer(text, parsed, seq, None, None, None if prob is None else prob[b]))
         if all_hidden:
             dev = image_embeddings.device
             logits, iou, _ = self.decode_masks(
@@ -403,29 +424,75 @@ class GroundingModel(nn.Module):
         maps = self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
         return presence_scores(maps, batch.image_valid_masks.to(dev))
 
+    def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:
+        """{row: the largest seg-prior logit over its image of its answer's [SEG] state} for the given rows whose
+        answer has exactly one [SEG] (``HeadOptions.presence_fusion``)."""
+        owners, states = [], []
+        for b in rows:
+            at = [t for t, i in enumerate(seqs[b]) if i == self.tokens.seg]
+            if len(at) == 1:
+                owners.append(b)
+                states.append(hidden[b][at[0]])
+        if not owners:
+            return {}
+        dev = image_embeddings.device
+        index = torch.tensor(owners, device=dev)
+        maps = self.seg_prior(torch.stack(states), image_embeddings, index)
+        return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))
+
+    def _presence_probability(self, head_logit: float, evidence: float | None) -> float:
+        """The presence head's probability, fused with a one-[SEG] answer's evidence where there is some and a fusion
+        is set."""
+        fusion = self.options.presence_fusion
+        if fusion is None or evidence is None:
+            return 1.0 / (1.0 + math.exp(-head_logit))
+        w_head, w_prior, bias = fusion
+        return 1.0 / (1.0 + math.exp(-(w_head * head_logit + w_prior * evidence + bias)))
+
     def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
-        """Where an answer's having [SEG] disagrees with the presence head, generate it again from the language
-        model's next-best first tokens (up to ``presence_retries``); keep the first answer that agrees (in place)."""
-        want = (torch.sigmoid(presence) > self.options.presence_threshold).tolist()
-        todo = [b for b in range(len(seqs)) if (self.tokens.seg in seqs[b]) != want[b]]
+        """Where an answer's having [SEG] disagrees with the presence probability (``HeadOptions.presence_threshold``;
+        fused with the [SEG]'s seg-prior evidence with ``presence_fusion``), generate it again from the language
+        model's next-best first tokens (up to ``presence_retries``) and keep the first answer that agrees (in place).
+        Returns each row's presence probability (of the answer kept, or of the best [SEG] answer checked)."""
+        opts = self.options
+        fused = opts.presence_fusion is not None and self.seg_prior is not None
+        heads = presence.float().tolist()
+        has_seg = [self.tokens.seg in seq for seq in seqs]
+        evidence = self._seg_evidence(batch, image_embeddings, seqs, hidden, range(len(seqs))) if fused else {}
+        prob = [self._presence_probability(h, evidence.get(b)) for b, h in enumerate(heads)]
+        if fused:  # an answer without [SEG] is re-checked with a [SEG] answer where the head leans towards one
+            want = [(p > opts.presence_threshold) if has_seg[b] else (p > opts.presence_recheck) for b, p in enumerate(prob)]
+        else:
+            want = [p > opts.presence_threshold for p in prob]
+        todo = [b for b in range(len(seqs)) if has_seg[b] != want[b]]
         if not todo or first is None:
-            return
+            return prob
         stop = self._stop_ids
-        n = self.options.presence_retries
+        n = opts.presence_retries
         ranked = first.float().topk(min(first.shape[-1], n + len(stop) + 1), dim=-1).indices.tolist()
         # next-best first tokens of each row: not the one it chose, not a stop token (an empty answer)
         alternatives = {b: [t for t in ranked[b] if t not in stop and t != (seqs[b][0] if seqs[b] else None)][:n] for b in todo}
+        checked: set[int] = set()
         for r in range(n):
             force = {b: alternatives[b][r] for b in todo if r < len(alternatives[b])}
             if not force:
                 break
             new_seqs, new_hidden, _ = self._generate_tokens(batch, image_embeddings, max_new_tokens, force, generate_kwargs)
+            new_evidence = self._seg_evidence(batch, image_embeddings, new_seqs, new_hidden, [b for b in force if want[b]]) if fused else {}
             for b in force:
-                if (self.tokens.seg in new_seqs[b]) == want[b]:
-                    seqs[b], hidden[b] = new_seqs[b], new_hidden[b]
+                if (self.tokens.seg in new_seqs[b]) != want[b]:
+                    continue
+                if want[b] and fused:  # a [SEG] answer found for an answer without: its (fused) probability decides
+                    p = self._presence_probability(heads[b], new_evidence.get(b))
+                    prob[b] = p if b not in checked else max(prob[b], p)
+                    checked.add(b)
+                    if p <= opts.presence_threshold:
+                        continue
+                seqs[b], hidden[b] = new_seqs[b], new_hidden[b]
             todo = [b for b in todo if (self.tokens.seg in seqs[b]) != want[b]]
             if not todo:
-                return
+                break
+        return prob
 
     def _write_seg_boxes(self, answer: GeneratedAnswer, geometry) -> None:
         """Write the box of each ``<box>[SEG]</box>`` (``ProcessorConfig.box_from_seg``) into the text: it

@@ -171,3 +171,85 @@ def test_trained_presence_head_tells_present_from_absent_objects():
     with torch.no_grad():
         answers = lit.model.generate(lit.processor.collate(reqs, padding_side="left"), max_new_tokens=2)
     assert [a.presence > 0.5 for a in answers] == list(questions.values()), [a.presence for a in answers]
+
+
+def test_fused_presence_rechecks_answers_and_decides_on_the_seg_evidence(monkeypatch):
+    """``presence_fusion``: p = sigmoid(w_head * head + w_prior * [SEG] evidence + bias). An answer with [SEG] is
+    kept only if p > threshold; an answer without one, where the head alone exceeds ``presence_recheck``, is generated
+    again and a [SEG] answer replaces it only if that answer's fused p exceeds the threshold."""
+    lit = _lit(seg_prior=True, presence_fusion=(1.0, 1.0, 0.0), presence_threshold=0.5, presence_recheck=0.3)
+    lit.eval()
+    seg = lit.model.tokens.seg
+    s = two_squares_sample()
+    batch = lit.processor.collate([lit.processor.encode_request(s.image, "Please segment the red square.")] * 2,
+                                  padding_side="left")
+    monkeypatch.setattr(lit.model, "_presence", lambda *a: torch.tensor([0.0, 0.0]))  # head alone: 0.5 each
+    evidence = {(7, 22, seg): -2.0, (13, 22, seg): -1.0, (9, seg): 2.0}  # largest seg-prior logit of each answer
+    monkeypatch.setattr(lit.model, "_seg_evidence", lambda batch, emb, seqs, hidden, rows: {
+        b: evidence[tuple(seqs[b])] for b in rows if seg in seqs[b]})
+    outputs = [
+        {0: [7, 20], 1: [7, 22, seg]},  # row 0: no [SEG] but the head leans to one; row 1: [SEG] with weak evidence
+        {0: [13, 22, seg], 1: [13, 24]},  # row 0's [SEG] answer: too weak (p 0.27); row 1 now grounds nothing
+        {0: [9, seg], 1: [9, 26]},  # row 0's next [SEG] answer: strong (p 0.88)
+    ]
+    calls = _scripted(lit, monkeypatch, outputs)
+    with torch.no_grad():
+        answers = lit.model.generate(batch, max_new_tokens=4)
+    assert calls == [None, {0: 13, 1: 13}, {0: 9}]
+    assert answers[0].token_ids == [9, seg] and answers[0].mask_logits is not None
+    assert answers[0].presence == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))))
+    assert answers[1].token_ids == [13, 24] and answers[1].mask_logits is None
+    assert answers[1].presence == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
+
+    # every [SEG] answer checked is too weak: the answer without [SEG] stays, reporting the best probability seen
+    calls = _scripted(lit, monkeypatch, [{0: [7, 20], 1: [7, 20]}, {0: [13, 22, seg], 1: [13, 22, seg]},
+                                         {0: [7, 22, seg], 1: [7, 22, seg]}])
+    with torch.no_grad():
+        answers = lit.model.generate(batch, max_new_tokens=4)
+    assert len(calls) == 3 and [a.token_ids for a in answers] == [[7, 20], [7, 20]]
+    assert answers[0].presence == pytest.approx(float(torch.sigmoid(torch.tensor(-1.0))))
+    # a head below presence_recheck: the answer without [SEG] is not checked
+    monkeypatch.setattr(lit.model, "_presence", lambda *a: torch.tensor([-2.0, -2.0]))
+    calls = _scripted(lit, monkeypatch, [{0: [7, 20], 1: [7, 20]}])
+    with torch.no_grad():
+        lit.model.generate(batch, max_new_tokens=4)
+    assert calls == [None]
+
+
+def test_seg_evidence_is_the_largest_prior_logit_of_a_one_seg_answer():
+    lit = _lit(seg_prior=True)
+    lit.eval()
+    m, seg = lit.model, lit.model.tokens.seg
+    d = m.vision_llm.hidden_size
+    # rows 0 and 2 ask about image 0 (a batch of requests may repeat an image); row 1 has two [SEG], row 3 none
+    image = [0, 1, 0, 1]
+    emb = torch.randn(2, m.mask_head.embed_dim, 16, 16)[image]
+    valid = two_images_batch(lit).image_valid_masks[image]
+    requests = type("Requests", (), {"image_valid_masks": valid})()  # all _seg_evidence reads of a batch
+    seqs = [[5, seg, 6], [seg, 6, seg], [seg], [5, 6]]
+    hidden = [torch.randn(len(q), d) for q in seqs]
+    with torch.no_grad():
+        got = m._seg_evidence(requests, emb, seqs, hidden, [0, 1, 2, 3])
+        maps = m.seg_prior(torch.stack([hidden[0][1], hidden[2][0]]), emb, torch.tensor([0, 2]))
+        want = presence_scores(maps, valid[[0, 2]])
+    assert set(got) == {0, 2}
+    assert got[0] == pytest.approx(float(want[0]), abs=1e-5) and got[2] == pytest.approx(float(want[1]), abs=1e-5)
+    assert m._seg_evidence(requests, emb, seqs, hidden, [1, 3]) == {}
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(presence_fusion=(1.0, 1.0)), "presence_fusion must be"),
+        (dict(presence_recheck=1.0), "presence_recheck"),
+    ],
+)
+def test_presence_fusion_options_are_checked(options, match):
+    lit = _lit(seg_prior=True)
+    m = lit.model
+    with pytest.raises(ValueError, match=match):
+        type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder, options=HeadOptions(presence=True, seg_prior=True, **options),
+                seg_prior=m.seg_prior, presence_head=m.presence_head)
+    with pytest.raises(ValueError, match="set presence and seg_prior"):
+        type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder,
+                options=HeadOptions(presence=True, presence_fusion=(1.0, 1.0, 0.0)), presence_head=m.presence_head)
