@@ -10,13 +10,15 @@ area, the decoder's IoU prediction and the decoded mask's area; and, for a model
 (``HeadOptions.presence``, trained for this), that head's score, read from the state before the answer.
 
     python benchmarks/presence_probe.py --scenes 30 --model default
-    python benchmarks/presence_probe.py --split val --seed 77 --scenes 40 --fit \
-        --present-tasks res reason res_multi   # weights for heads.presence_fusion, fitted on every grounding task
+    python benchmarks/presence_probe.py --split val --seed 77 --scenes 40 --fit   # heads.presence_fusion's weights
+    python benchmarks/presence_probe.py --split val --seed 77 --scenes 40 --fit --present-tasks res reason res_multi
 
 ``--fit`` fits a logistic regression of "the object exists" on the presence head's logit and the seg prior's
 largest logit (the two signals ``HeadOptions.presence_fusion`` combines at inference) and prints its weights and
 the share of questions the fused probability gets right at several thresholds. Fit on validation scenes, then
-measure on the test split with ``grounding test``.
+measure on the test split with ``grounding test``. The first ``--fit`` line (one-target questions) gives the weights
+the README measures; the second shows how the fit and its per-task accuracy change when relation and several-target
+answers are included.
 """
 
 from __future__ import annotations
@@ -77,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 f = model(batch)
             # an answer's [SEG] evidence is its strongest [SEG] (as generate reads it): the largest logit on the image
-            valid = batch.image_valid_masks[f.prior_logits.new_zeros(len(f.prior_logits), dtype=torch.long)]
-            peaks = presence_scores(f.prior_logits.float(), valid)
+            peaks = presence_scores(f.prior_logits.float(), batch.image_valid_masks[batch.seg_image_index])
             k = int(peaks.argmax())
             presence = np.nan
             if f.presence_logits is not None:

@@ -444,10 +444,11 @@ class GroundingModel(nn.Module):
         """The presence head's probability, fused with a one-[SEG] answer's evidence where there is some and a fusion
         is set."""
         fusion = self.options.presence_fusion
-        if fusion is None or evidence is None:
-            return 1.0 / (1.0 + math.exp(-head_logit))
-        w_head, w_prior, bias = fusion
-        return 1.0 / (1.0 + math.exp(-(w_head * head_logit + w_prior * evidence + bias)))
+        logit = head_logit
+        if fusion is not None and evidence is not None:
+            w_head, w_prior, bias = fusion
+            logit = w_head * head_logit + w_prior * evidence + bias
+        return 1.0 / (1.0 + math.exp(-logit))
 
     def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
         """Where an answer's having [SEG] disagrees with the presence probability (``HeadOptions.presence_threshold``;
@@ -455,7 +456,7 @@ class GroundingModel(nn.Module):
         model's next-best first tokens (up to ``presence_retries``) and keep the first answer that agrees (in place).
         Returns each row's presence probability (of the answer kept, or of the best [SEG] answer checked)."""
         opts = self.options
-        fused = opts.presence_fusion is not None and self.seg_prior is not None
+        fused = opts.presence_fusion is not None  # (__init__ made sure there is a seg prior to fuse)
         heads = presence.float().tolist()
         has_seg = [self.tokens.seg in seq for seq in seqs]
         evidence = self._seg_evidence(batch, image_embeddings, seqs, hidden, range(len(seqs))) if fused else {}
