@@ -40,10 +40,11 @@ class ParsedAnswer:
 
     @property
     def clean_text(self) -> str:
-        """The answer for people: phrases kept, grounding tokens and box text removed."""
+        """The answer for people: phrases kept, grounding tokens removed, each box written as its pixel
+        coordinates ``[x1, y1, x2, y2]`` (rounded) and malformed box text removed."""
         return clean_answer_text(self.text, self._box_spans)
 
-    _box_spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    _box_spans: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
 
 
 def _between_is_space(text: str, a: int, b: int) -> bool:
@@ -55,7 +56,8 @@ def parse_answer(text: str, codec, image_size) -> ParsedAnswer:
     out = ParsedAnswer(text)
     boxes = codec.decode(text, image_size)
     out.skipped.extend(boxes.skipped)
-    out._box_spans = [(s.start, s.end) for s in boxes.spans] + [(a, b) for a, b, _ in boxes.skipped]
+    out._box_spans = [(s.start, s.end, _pixel_box_text(s.box)) for s in boxes.spans]
+    out._box_spans += [(a, b, "") for a, b, _ in boxes.skipped]
 
     phrases: list[tuple[int, int, str]] = []  # (start, end, phrase)
     pos = 0
@@ -101,10 +103,15 @@ def parse_answer(text: str, codec, image_size) -> ParsedAnswer:
     return out
 
 
-def clean_answer_text(text: str, box_spans: list[tuple[int, int]] = ()) -> str:
-    """Remove ``[SEG]``, phrase markers and the given box spans; tidy spaces before punctuation."""
-    for a, b in sorted(box_spans, reverse=True):
-        text = text[:a] + text[b:]
+def _pixel_box_text(box) -> str:
+    return "[" + ", ".join(str(int(round(float(v)))) for v in box) + "]"
+
+
+def clean_answer_text(text: str, box_spans: list[tuple[int, ...] | tuple[int, int, str]] = ()) -> str:
+    """Remove ``[SEG]`` and phrase markers, replace each ``(start, end[, replacement])`` box span by its
+    replacement (removed when there is none); tidy spaces before punctuation."""
+    for a, b, *rest in sorted(box_spans, key=lambda span: span[0], reverse=True):
+        text = text[:a] + (rest[0] if rest else "") + text[b:]
     for tok in (SEG, PHRASE_START, PHRASE_END):
         text = text.replace(tok, "")
     text = re.sub(r"[ \t]+", " ", text)

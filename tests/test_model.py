@@ -346,3 +346,6 @@ def test_box_from_seg_answers_carry_the_box_of_the_mask():
     assert first.seg_index == 0 and np.allclose(first.box, expected, atol=90 / 999 + 1e-3)
     assert second.box is None and second.phrase == "it"
     assert third.seg_index == 2 and third.box is not None and (third.box[2:] - third.box[:2]).max() <= 2
+    # the text for people writes each box in original pixels where the box text was
+    px = [[int(round(float(v))) for v in seg.box] for seg in (first, third)]
+    assert ans.parsed.clean_text == f"It is at {px[0]}, beside it and {px[1]}."

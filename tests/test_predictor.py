@@ -146,7 +146,7 @@ def test_result_json_rle_and_coco(predictor):
     answer = "Sure: <p>a red circle</p> [SEG] and <p>a box</p> <box>[0, 0, 499, 999]</box>."
     with scripted_answers(predictor, answer):
         res = predictor.predict(img, PROMPT, max_new_tokens=96)
-    assert res.text == "Sure: a red circle and a box."
+    assert res.text == "Sure: a red circle and a box [0, 0, 60, 60]."  # the box in original pixels
     assert [s.phrase for s in res.segments] == ["a red circle", "a box"]
     assert [s.source for s in res.segments] == ["seg", "box"]
     np.testing.assert_allclose(res.segments[1].box, [0, 0, 499 / 999 * 120, 60], atol=0.01)  # 0..999 -> original pixels
