@@ -60,7 +60,8 @@ def test_predict_writes_overlay_and_json(tmp_path, capsys, monkeypatch):
     )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert cap.out.strip() == "Sure, the red circle near a box."
+    box = [round(v) for v in json.loads((out / "photo.json").read_text())["segments"][1]["box"]]
+    assert cap.out.strip() == f"Sure, the red circle near a box {box}."  # the box in the image's pixels
     assert "loading model 'tiny'" in cap.err and "predicted in" in cap.err and "wrote" in cap.err
 
     overlay = np.asarray(Image.open(out / "photo.png"))

@@ -155,7 +155,7 @@ def test_in_process_segments_and_box_to_mask(client):
                         data={"prompt": PROMPT, "box_to_mask": "true", "overlay": "1"})
     assert r.status_code == 200, r.text
     d = r.json()
-    assert d["text"] == "Sure, the red circle and."
+    assert d["text"] == f"Sure, the red circle and {[round(v) for v in d['segments'][1]['box']]}."
     assert [s["source"] for s in d["segments"]] == ["seg", "box+sam"]
     assert all(decode_rle(s["mask"]).shape == (50, 70) for s in d["segments"])
     assert json.dumps(d)
