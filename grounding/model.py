@@ -346,8 +346,11 @@ class GroundingModel(nn.Module):
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
         presence = self._presence(batch, image_embeddings, hidden)
-        prob = None if presence is None else torch.sigmoid(presence.float()).tolist()
-        if presence is not None and self.options.presence_threshold is not None:
+        if presence is None:
+            prob = None
+        elif self.options.presence_threshold is None:  # reported only
+            prob = torch.sigmoid(presence.float()).tolist()
+        else:
             prob = self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence)
         tok = self.tokenizer
         answers: list[GeneratedAnswer] = []

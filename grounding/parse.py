@@ -107,11 +107,11 @@ def _pixel_box_text(box) -> str:
     return "[" + ", ".join(str(int(round(float(v)))) for v in box) + "]"
 
 
-def clean_answer_text(text: str, box_spans: list[tuple[int, ...] | tuple[int, int, str]] = ()) -> str:
-    """Remove ``[SEG]`` and phrase markers, replace each ``(start, end[, replacement])`` box span by its
-    replacement (removed when there is none); tidy spaces before punctuation."""
-    for a, b, *rest in sorted(box_spans, key=lambda span: span[0], reverse=True):
-        text = text[:a] + (rest[0] if rest else "") + text[b:]
+def clean_answer_text(text: str, box_spans: list[tuple[int, int, str]] = ()) -> str:
+    """Remove ``[SEG]`` and phrase markers, replace each ``(start, end, replacement)`` box span by its replacement
+    ("" removes it); tidy spaces before punctuation."""
+    for a, b, replacement in sorted(box_spans, reverse=True):
+        text = text[:a] + replacement + text[b:]
     for tok in (SEG, PHRASE_START, PHRASE_END):
         text = text.replace(tok, "")
     text = re.sub(r"[ \t]+", " ", text)
