@@ -19,6 +19,7 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from data.masks import dominant_box
+from heads import keep_one_part
 from grounding.feature_cache import FeatureCache
 from grounding.losses import presence_scores
 from grounding.parse import ParsedAnswer, parse_answer
@@ -77,6 +78,11 @@ class HeadOptions:
     ``--present-tasks res_multi``). None: the head alone decides."""
     presence_recheck: float = 0.3
     """With ``presence_fusion``: the head probability above which an answer without [SEG] is re-checked."""
+    mask_one_part: float | None = None
+    """In generation, cut each [SEG]'s mask to one object (``heads.keep_one_part``): of the 8-connected parts of
+    its logits > this threshold, the part with the highest mean logit is the mask. For models whose [SEG] stands
+    for one object (an answer about several objects has one [SEG] each) and whose decoder, unsure of the object,
+    lights several at low logits. None: the decoder's ``logits > 0``."""
 
 
 @dataclass
@@ -380,6 +386,8 @@ class GroundingModel(nn.Module):
                 torch.tensor(all_index, device=dev),
                 torch.from_numpy(np.stack(all_boxes)).to(dev),
             )
+            if self.options.mask_one_part is not None:
+                logits = keep_one_part(logits, self.options.mask_one_part)
             start = 0
             for a, k in zip(answers, counts):
                 if k:

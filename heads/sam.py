@@ -132,6 +132,31 @@ class MaskPrediction:
     iou: Tensor
 
 
+def keep_one_part(logits: Tensor, threshold: float) -> Tensor:
+    """Cut each of N x 1 x h x w mask logits to one object: of the 8-connected parts of ``logits > threshold``
+    the one with the highest mean logit is kept. Returned as logits whose ``> 0`` is that part: shifted by
+    ``-threshold`` inside it and ``-|logits - threshold|`` elsewhere (the other parts become as negative as
+    they were positive). A mask decoder unsure of its object lights several objects at similar, low logits,
+    so ``logits > 0`` speckles across them; the part with the highest mean is one whole object."""
+    import cv2
+    import numpy as np
+
+    if logits.dim() != 4 or logits.shape[1] != 1:
+        raise ValueError(f"keep_one_part takes N x 1 x h x w logits, got shape {tuple(logits.shape)}")
+    shifted = logits - threshold
+    out = shifted.clone()
+    values = logits.detach().float().cpu().numpy()
+    for i, value in enumerate(values[:, 0]):
+        n, labels = cv2.connectedComponents((value > threshold).astype(np.uint8), connectivity=8)
+        if n <= 2:  # no part or one: the shift alone gives it
+            continue
+        flat = labels.ravel()
+        means = np.bincount(flat, weights=value.ravel(), minlength=n)[1:] / np.bincount(flat, minlength=n)[1:]
+        keep = torch.from_numpy(labels == int(np.argmax(means)) + 1).to(logits.device)
+        out[i, 0] = torch.where(keep, shifted[i, 0], -shifted[i, 0].abs())
+    return out
+
+
 ENCODER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # SamMaskHead.set_encoder_precision's names
 _PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -349,3 +349,25 @@ def test_box_from_seg_answers_carry_the_box_of_the_mask():
     # the text for people writes each box in original pixels where the box text was
     px = [[int(round(float(v))) for v in seg.box] for seg in (first, third)]
     assert ans.parsed.clean_text == f"It is at {px[0]}, beside it and {px[1]}."
+
+
+def test_mask_one_part_cuts_each_generated_mask_to_one_object(monkeypatch, sample):
+    """With ``HeadOptions.mask_one_part`` the masks of generated [SEG]s are ``heads.keep_one_part`` of the
+    decoder's logits (so a speckled mask across several objects becomes its strongest object); off, untouched."""
+    from heads import keep_one_part
+
+    model, proc = build_tiny("composed")
+    seg = model.tokens.seg
+    decoded = torch.full((1, 1, 16, 16), -3.0)
+    decoded[0, 0, 1:4, 1:4] = 0.5  # a weak object and a stronger one
+    decoded[0, 0, 9:12, 9:12] = 1.5
+    monkeypatch.setattr(model, "_generate_tokens", lambda *a: ([[7, seg]], [torch.randn(2, model.vision_llm.hidden_size)], None))
+    monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (decoded.clone(), torch.ones(1, 1), None))
+    batch = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
+    with torch.no_grad():
+        plain = model.generate(batch, max_new_tokens=4)[0].mask_logits
+        model.options.mask_one_part = -1.0
+        cut = model.generate(batch, max_new_tokens=4)[0].mask_logits
+    assert torch.equal(plain, decoded)
+    assert torch.equal(cut, keep_one_part(decoded, -1.0))
+    assert (cut[0, 0, 9:12, 9:12] > 0).all() and not (cut[0, 0, :8] > 0).any()

@@ -14,6 +14,7 @@ from heads.sam import (
     SamConfig,
     SamMaskHead,
     build_sam_head,
+    keep_one_part,
     lite_medsam_checkpoint_path,
     load_sam_checkpoint,
 )
@@ -356,3 +357,27 @@ def test_lite_medsam_bias_cache_follows_loaded_weights(tmp_path):
     load_sam_checkpoint(head, lite_medsam_checkpoint_path())
     attn = head.image_encoder.layers[1].blocks[0].attn
     torch.testing.assert_close(attn.ab, attn.attention_biases[:, attn.attention_bias_idxs])
+
+
+def test_keep_one_part_keeps_the_part_with_the_highest_mean_logit():
+    logits = torch.full((3, 1, 8, 8), -4.0)
+    # mask 0: a big part at 0.5 (mean 0.5) and a small one with a peak (mean (3 - 0.5) / 2 = 1.25), joined to
+    # its diagonal neighbour (8-connected); a pixel at -0.5 belongs to the big part at threshold -1
+    logits[0, 0, 0:3, 0:4] = 0.5
+    logits[0, 0, 0, 4] = -0.5
+    logits[0, 0, 5, 5], logits[0, 0, 6, 6] = 3.0, -0.5
+    # mask 1: one part; mask 2: nothing above the threshold
+    logits[1, 0, 2:4, 2:4] = -0.8
+    logits[2, 0] = -2.0
+    out = keep_one_part(logits, -1.0)
+    assert out.shape == logits.shape
+    expected0 = torch.zeros(8, 8, dtype=torch.bool)
+    expected0[5, 5] = expected0[6, 6] = True
+    assert torch.equal(out[0, 0] > 0, expected0)
+    assert out[0, 0, 5, 5] == pytest.approx(4.0) and out[0, 0, 1, 1] == pytest.approx(-1.5)  # shifted; mirrored
+    assert torch.equal(out[1, 0] > 0, logits[1, 0] > -1.0) and not (out[2] > 0).any()
+    assert (out[0, 0][logits[0, 0] <= -1.0] <= 0).all()
+    # at threshold 0 the big part (0.5) and the peak (3.0) are the parts: the peak's mean is higher
+    assert torch.equal(keep_one_part(logits[:1], 0.0)[0, 0] > 0, logits[0, 0] == 3.0)
+    with pytest.raises(ValueError, match="N x 1 x h x w"):
+        keep_one_part(logits[:, 0], -1.0)
