@@ -80,9 +80,10 @@ class HeadOptions:
     """With ``presence_fusion``: the head probability above which an answer without [SEG] is re-checked."""
     mask_one_part: float | None = None
     """In generation, cut each [SEG]'s mask to one object (``heads.keep_one_part``): of the 8-connected parts of
-    its logits > this threshold, the part with the highest mean logit is the mask. For models whose [SEG] stands
-    for one object (an answer about several objects has one [SEG] each) and whose decoder, unsure of the object,
-    lights several at low logits. None: the decoder's ``logits > 0``."""
+    its logits > this threshold, the part with the highest mean logit is the mask, and the [SEG]s of one answer
+    take different parts where they can (each its best part not taken by an earlier [SEG] of the answer). For
+    models whose [SEG] stands for one object (an answer about several objects has one [SEG] each) and whose
+    decoder, unsure of the object, lights several at low logits. None: the decoder's ``logits > 0``."""
 
 
 @dataclass
@@ -387,7 +388,7 @@ class GroundingModel(nn.Module):
                 torch.from_numpy(np.stack(all_boxes)).to(dev),
             )
             if self.options.mask_one_part is not None:
-                logits = keep_one_part(logits, self.options.mask_one_part)
+                logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
             start = 0
             for a, k in zip(answers, counts):
                 if k:

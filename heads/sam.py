@@ -132,28 +132,44 @@ class MaskPrediction:
     iou: Tensor
 
 
-def keep_one_part(logits: Tensor, threshold: float) -> Tensor:
+def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None = None) -> Tensor:
     """Cut each of N x 1 x h x w mask logits to one object: of the 8-connected parts of ``logits > threshold``
-    the one with the highest mean logit is kept. Returned as logits whose ``> 0`` is that part: shifted by
-    ``-threshold`` inside it and ``-|logits - threshold|`` elsewhere (the other parts become as negative as
-    they were positive). A mask decoder unsure of its object lights several objects at similar, low logits,
-    so ``logits > 0`` speckles across them; the part with the highest mean is one whole object."""
+    the one with the highest mean logit is kept. ``groups``: N ids (say, the answer each mask belongs to); masks
+    of one group stand for different objects, so each takes, in order, its best part not already taken by an
+    earlier mask of its group (half of the part's pixels or more), and its best part where all are taken.
+    Returned as logits whose ``> 0`` is the kept part: shifted by ``-threshold`` inside it and
+    ``-|logits - threshold|`` elsewhere (the other parts become as negative as they were positive). A mask
+    decoder unsure of its object lights several objects at similar, low logits, so ``logits > 0`` speckles
+    across them; the part with the highest mean is one whole object."""
     import cv2
     import numpy as np
 
     if logits.dim() != 4 or logits.shape[1] != 1:
         raise ValueError(f"keep_one_part takes N x 1 x h x w logits, got shape {tuple(logits.shape)}")
+    if groups is not None and len(groups) != logits.shape[0]:
+        raise ValueError(f"keep_one_part got {len(groups)} groups for {logits.shape[0]} masks")
     shifted = logits - threshold
     out = shifted.clone()
-    values = logits.detach().float().cpu().numpy()
-    for i, value in enumerate(values[:, 0]):
+    values = logits.detach().float().cpu().numpy()[:, 0]
+    taken: dict[int, list[np.ndarray]] = {}
+    for i, value in enumerate(values):
         n, labels = cv2.connectedComponents((value > threshold).astype(np.uint8), connectivity=8)
-        if n <= 2:  # no part or one: the shift alone gives it
+        if n <= 1:  # nothing above the threshold: an empty mask
             continue
         flat = labels.ravel()
-        means = np.bincount(flat, weights=value.ravel(), minlength=n)[1:] / np.bincount(flat, minlength=n)[1:]
-        keep = torch.from_numpy(labels == int(np.argmax(means)) + 1).to(logits.device)
-        out[i, 0] = torch.where(keep, shifted[i, 0], -shifted[i, 0].abs())
+        sizes = np.bincount(flat, minlength=n)[1:]
+        means = np.bincount(flat, weights=value.ravel(), minlength=n)[1:] / sizes
+        order = np.argsort(-means, kind="stable") + 1
+        earlier = taken.setdefault(-1 - i if groups is None else int(groups[i]), [])
+        keep = labels == order[0]
+        for label in order:
+            part = labels == label
+            if all((part & other).sum() * 2 < part.sum() for other in earlier):
+                keep = part
+                break
+        earlier.append(keep)
+        if n > 2:
+            out[i, 0] = torch.where(torch.from_numpy(keep).to(logits.device), shifted[i, 0], -shifted[i, 0].abs())
     return out
 
 

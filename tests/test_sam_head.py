@@ -381,3 +381,21 @@ def test_keep_one_part_keeps_the_part_with_the_highest_mean_logit():
     assert torch.equal(keep_one_part(logits[:1], 0.0)[0, 0] > 0, logits[0, 0] == 3.0)
     with pytest.raises(ValueError, match="N x 1 x h x w"):
         keep_one_part(logits[:, 0], -1.0)
+
+
+def test_keep_one_part_gives_the_masks_of_one_group_different_objects():
+    logits = torch.full((4, 1, 8, 8), -4.0)
+    for i in range(4):  # every mask lights the same two objects, the left one more
+        logits[i, 0, 1:3, 1:3] = 2.0
+        logits[i, 0, 5:7, 5:7] = 1.0
+    left = torch.zeros(8, 8, dtype=torch.bool)
+    left[1:3, 1:3] = True
+    right = torch.zeros(8, 8, dtype=torch.bool)
+    right[5:7, 5:7] = True
+    # masks 0, 1, 2 belong to one answer, mask 3 to another: 0 takes the best, 1 the next, 2 (all taken) the best
+    out = keep_one_part(logits, -1.0, groups=[0, 0, 0, 1]) > 0
+    assert torch.equal(out[0, 0], left) and torch.equal(out[1, 0], right)
+    assert torch.equal(out[2, 0], left) and torch.equal(out[3, 0], left)
+    assert all(torch.equal(m[0], left) for m in keep_one_part(logits, -1.0) > 0)  # no groups: each its best
+    with pytest.raises(ValueError, match="3 groups for 4 masks"):
+        keep_one_part(logits, -1.0, groups=[0, 0, 1])
