@@ -159,14 +159,13 @@ def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None
         flat = labels.ravel()
         sizes = np.bincount(flat, minlength=n)[1:]
         means = np.bincount(flat, weights=value.ravel(), minlength=n)[1:] / sizes
-        order = np.argsort(-means, kind="stable") + 1
         earlier = taken.setdefault(-1 - i if groups is None else int(groups[i]), [])
-        keep = labels == order[0]
-        for label in order:
-            part = labels == label
-            if all((part & other).sum() * 2 < part.sum() for other in earlier):
-                keep = part
-                break
+        overlap = np.zeros(n - 1)  # each part's largest overlap with an earlier mask of its group, in pixels
+        for other in earlier:
+            overlap = np.maximum(overlap, np.bincount(labels[other], minlength=n)[1:])
+        free = overlap * 2 < sizes
+        score = np.where(free, means, -np.inf) if free.any() else means  # all taken: its best part after all
+        keep = labels == int(np.argmax(score)) + 1
         earlier.append(keep)
         if n > 2:
             out[i, 0] = torch.where(torch.from_numpy(keep).to(logits.device), shifted[i, 0], -shifted[i, 0].abs())
