@@ -148,8 +148,7 @@ def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None
         raise ValueError(f"keep_one_part takes N x 1 x h x w logits, got shape {tuple(logits.shape)}")
     if groups is not None and len(groups) != logits.shape[0]:
         raise ValueError(f"keep_one_part got {len(groups)} groups for {logits.shape[0]} masks")
-    shifted = logits - threshold
-    out = shifted.clone()
+    out = logits - threshold
     values = logits.detach().float().cpu().numpy()[:, 0]
     taken: dict[int, list[np.ndarray]] = {}
     for i, value in enumerate(values):
@@ -159,7 +158,7 @@ def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None
         flat = labels.ravel()
         sizes = np.bincount(flat, minlength=n)[1:]
         means = np.bincount(flat, weights=value.ravel(), minlength=n)[1:] / sizes
-        earlier = taken.setdefault(-1 - i if groups is None else int(groups[i]), [])
+        earlier = [] if groups is None else taken.setdefault(int(groups[i]), [])
         overlap = np.zeros(n - 1)  # each part's largest overlap with an earlier mask of its group, in pixels
         for other in earlier:
             overlap = np.maximum(overlap, np.bincount(labels[other], minlength=n)[1:])
@@ -168,7 +167,7 @@ def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None
         keep = labels == int(np.argmax(score)) + 1
         earlier.append(keep)
         if n > 2:
-            out[i, 0] = torch.where(torch.from_numpy(keep).to(logits.device), shifted[i, 0], -shifted[i, 0].abs())
+            out[i, 0] = torch.where(torch.from_numpy(keep).to(logits.device), out[i, 0], -out[i, 0].abs())
     return out
 
 
