@@ -42,7 +42,7 @@ from data.sample import (
     VideoSample,
     VideoTarget,
 )
-from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn
+from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn, restyle_prompt
 from data.textures import Background, random_background
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1162,6 +1162,10 @@ class SyntheticGrounding(Dataset):
         scenes: number of distinct scenes; item ``i`` shows scene ``i % scenes`` with its turns drawn afresh
             (so frozen image features cached on disk serve several epochs of new questions). None: every item
             is its own scene.
+        phrasing: probability that a turn's prompt is typed another way (``templates.restyle_prompt``: the bare
+            expression "red circle", lower case, UPPER CASE, Title Case or no final punctuation), drawn from a
+            stream of its own, so the scenes, questions and answers are those of ``phrasing=0``. 1.0 restyles
+            every prompt: evaluation under phrasings the templates never write.
 
     ``targets`` of every sample are all the scene's objects, in drawing order (``GroundRef.index`` is the object's
     index); ``regions`` are the boxes that region questions point at.
@@ -1179,6 +1183,7 @@ class SyntheticGrounding(Dataset):
         min_objects: int = 2,
         max_objects: int = 5,
         scenes: int | None = None,
+        phrasing: float = 0.0,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
@@ -1200,6 +1205,9 @@ class SyntheticGrounding(Dataset):
         self.min_objects = int(min_objects)
         self.max_objects = int(max_objects)
         self.scenes = None if scenes is None else int(scenes)
+        if not 0.0 <= phrasing <= 1.0:
+            raise ValueError(f"phrasing must be a probability in [0, 1], got {phrasing}")
+        self.phrasing = float(phrasing)
 
     def __len__(self) -> int:
         return self.length
@@ -1244,6 +1252,9 @@ class SyntheticGrounding(Dataset):
                     raise RuntimeError(f"synthetic/{self.split}/{index}: no task fits scene {scene_index}")
                 turns.append(turn)
         order = rng.permutation(len(turns))
+        if self.phrasing > 0:
+            style_rng = _rng(self.seed, 3, self.split, index)
+            turns = [restyle_prompt(t, style_rng) if style_rng.random() < self.phrasing else t for t in turns]
         sample = GroundingSample(
             image=scene.image,
             turns=[turns[int(k)] for k in order],

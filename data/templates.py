@@ -238,6 +238,54 @@ def region_turn(region: int, answer: str, rng: np.random.Generator) -> Turn:
     return Turn(prompt=prompt, answer=(answer,), task=Task.REGION)
 
 
+# Ways a user may type a prompt that the templates above never do (``restyle_prompt``).
+PROMPT_STYLES: tuple[str, ...] = ("bare", "lower", "upper", "title", "unpunctuated")
+# Tasks whose prompt may be the expression alone: a bare noun phrase asks for its mask.
+_BARE_TASKS = frozenset({Task.RES, Task.RES_MULTI, Task.RES_NONE, Task.REASON})
+
+
+def _restyle_text(text: str, style: str) -> str:
+    if style == "lower":
+        return text.lower()
+    if style == "upper":
+        return text.upper()
+    if style == "title":
+        return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
+    if style == "unpunctuated":
+        return text.rstrip(".?! ")
+    raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+
+
+def restyle_prompt(turn: Turn, rng: np.random.Generator, style: str | None = None) -> Turn:
+    """``turn`` with its prompt typed another way; the answer is unchanged.
+
+    ``style`` (default: drawn with ``rng`` from ``PROMPT_STYLES``): ``"bare"`` the expression alone, as a
+    search box gets it (``"red circle"``, ``"the red circle?"``; only for referring and reasoning turns with an
+    expression, others fall back to another style), ``"lower"``, ``"upper"`` (``"SEGMENT THE RED CIRCLE."``),
+    ``"title"`` (``"Segment The Red Circle."``) or ``"unpunctuated"`` (final ``.?!`` dropped). Region markers in
+    the prompt are kept in place.
+    """
+    bare_ok = turn.task in _BARE_TASKS and bool(turn.expression)
+    if style is None:
+        styles = PROMPT_STYLES if bare_ok else PROMPT_STYLES[1:]
+        style = _choice(styles, rng)
+    if style == "bare":
+        if not bare_ok:
+            return restyle_prompt(turn, rng, _choice(PROMPT_STYLES[1:], rng))
+        e = str(turn.expression).strip()
+        if not e.endswith(("?", ".")):  # a phrase: with or without its article, and sometimes "?" or "."
+            e = bare_noun_phrase(e) if rng.random() < 0.5 else with_determiner(e)
+            e += _choice(("", "", "?", "."), rng)
+        prompt: tuple[PromptPart, ...] = (e,)
+    elif style == "unpunctuated":  # only the last part ends the prompt
+        last = turn.prompt[-1]
+        prompt = (*turn.prompt[:-1], _restyle_text(last, style)) if isinstance(last, str) else turn.prompt
+        prompt = tuple(p for p in prompt if p != "")
+    else:
+        prompt = tuple(_restyle_text(p, style) if isinstance(p, str) else p for p in turn.prompt)
+    return Turn(prompt=prompt, answer=turn.answer, task=turn.task, expression=turn.expression)
+
+
 __all__ = [
     "bare_noun_phrase",
     "caption_turn",
@@ -248,6 +296,8 @@ __all__ = [
     "rec_turn",
     "referring_turn",
     "region_turn",
+    "restyle_prompt",
+    "PROMPT_STYLES",
     "segmentation_answer",
     "with_determiner",
 ]

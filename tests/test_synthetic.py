@@ -415,3 +415,22 @@ def test_any_size_and_seed_gives_checked_samples():
         check_sample(scene, sample)
 
     check()
+
+
+def test_phrasing_restyles_prompts_only():
+    plain = SyntheticGrounding("val", length=8, turns_per_sample=7, tasks=list(Task))
+    styled = SyntheticGrounding("val", length=8, turns_per_sample=7, tasks=list(Task), phrasing=1.0)
+    changed = 0
+    for i in range(len(plain)):
+        scene, a = plain.generate(i)
+        _, b = styled.generate(i)
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.regions, b.regions)
+        assert [(t.answer, t.task, t.expression) for t in a.turns] == [(t.answer, t.task, t.expression) for t in b.turns]
+        changed += sum(x.prompt != y.prompt for x, y in zip(a.turns, b.turns))
+        check_sample(scene, b)
+    assert changed >= 50  # a reasoning question asked bare may already be its own prompt
+    half = SyntheticGrounding("val", length=8, turns_per_sample=7, tasks=list(Task), phrasing=0.5)
+    n_half = sum(x.prompt != y.prompt for i in range(8) for x, y in zip(plain[i].turns, half[i].turns))
+    assert 10 < n_half < 46
+    with pytest.raises(ValueError, match="phrasing"):
+        SyntheticGrounding(phrasing=1.5)

@@ -14,6 +14,7 @@ from data.templates import (
     rec_turn,
     referring_turn,
     region_turn,
+    restyle_prompt,
     with_determiner,
 )
 
@@ -101,3 +102,40 @@ def test_region_turn():
     assert t.task == Task.REGION
     assert RegionRef(0) in t.prompt and t.answer == ("It is a red circle.",)
     assert "<region>" in t.prompt_text()
+
+
+def _prompt_text(turn) -> str:
+    return turn.prompt_text()
+
+
+def test_restyle_prompt_each_style_keeps_the_answer():
+    rng = np.random.default_rng(0)
+    t = referring_turn("red circle", [0], rng)
+    original = _prompt_text(t)
+    assert original.endswith((".", "?"))
+    upper = restyle_prompt(t, rng, "upper")
+    assert _prompt_text(upper) == original.upper() and upper.answer == t.answer and upper.task == t.task
+    assert _prompt_text(restyle_prompt(t, rng, "lower")) == original.lower()
+    title = _prompt_text(restyle_prompt(t, rng, "title"))
+    assert "Red Circle" in title and title.lower() == original.lower()
+    assert _prompt_text(restyle_prompt(t, rng, "unpunctuated")) == original.rstrip(".?")
+    bares = {_prompt_text(restyle_prompt(t, np.random.default_rng(s), "bare")) for s in range(40)}
+    # the expression alone, with or without its article and final mark; never a template's words
+    assert bares <= {f"{a}red circle{m}" for a in ("", "the ") for m in ("", "?", ".")}
+    assert {"red circle", "the red circle"} <= bares
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        restyle_prompt(t, rng, "shout")
+
+
+def test_restyle_prompt_draws_styles_and_keeps_regions():
+    q = reasoning_turn("Which shape is the largest?", [1], np.random.default_rng(0))
+    assert _prompt_text(restyle_prompt(q, np.random.default_rng(0), "bare")) == "Which shape is the largest?"
+    r = region_turn(0, "It is a red circle.", np.random.default_rng(0))
+    drawn = [restyle_prompt(r, np.random.default_rng(s)) for s in range(30)]
+    assert all(RegionRef(0) in d.prompt and d.answer == r.answer for d in drawn)
+    # a region question has no expression to go bare: it falls back to a change of case or punctuation
+    assert all(_prompt_text(d) != "<region>" for d in drawn)
+    assert len({_prompt_text(d) for d in drawn}) >= 3
+    t = referring_turn("the blue star", [], np.random.default_rng(1))
+    styles = {_prompt_text(restyle_prompt(t, np.random.default_rng(s))) for s in range(60)}
+    assert any(s.isupper() for s in styles) and any("segment" not in s.lower() for s in styles)
