@@ -11,6 +11,7 @@ Expressions are noun phrases. With or without a determiner both work: ``"the red
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -251,9 +252,7 @@ def _restyle_text(text: str, style: str) -> str:
         return text.upper()
     if style == "title":
         return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
-    if style == "unpunctuated":
-        return text.rstrip(".?! ")
-    raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+    return text.rstrip(".?! ")  # "unpunctuated"
 
 
 def restyle_prompt(turn: Turn, rng: np.random.Generator, style: str | None = None) -> Turn:
@@ -265,13 +264,12 @@ def restyle_prompt(turn: Turn, rng: np.random.Generator, style: str | None = Non
     ``"title"`` (``"Segment The Red Circle."``) or ``"unpunctuated"`` (final ``.?!`` dropped). Region markers in
     the prompt are kept in place.
     """
+    if style is not None and style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
     bare_ok = turn.task in _BARE_TASKS and bool(turn.expression)
-    if style is None:
-        styles = PROMPT_STYLES if bare_ok else PROMPT_STYLES[1:]
-        style = _choice(styles, rng)
+    if style is None or (style == "bare" and not bare_ok):
+        style = _choice(PROMPT_STYLES if style is None and bare_ok else PROMPT_STYLES[1:], rng)
     if style == "bare":
-        if not bare_ok:
-            return restyle_prompt(turn, rng, _choice(PROMPT_STYLES[1:], rng))
         e = str(turn.expression).strip()
         if not e.endswith(("?", ".")):  # a phrase: with or without its article, and sometimes "?" or "."
             e = bare_noun_phrase(e) if rng.random() < 0.5 else with_determiner(e)
@@ -283,7 +281,7 @@ def restyle_prompt(turn: Turn, rng: np.random.Generator, style: str | None = Non
         prompt = tuple(p for p in prompt if p != "")
     else:
         prompt = tuple(_restyle_text(p, style) if isinstance(p, str) else p for p in turn.prompt)
-    return Turn(prompt=prompt, answer=turn.answer, task=turn.task, expression=turn.expression)
+    return dataclasses.replace(turn, prompt=prompt)
 
 
 __all__ = [

@@ -104,22 +104,18 @@ def test_region_turn():
     assert "<region>" in t.prompt_text()
 
 
-def _prompt_text(turn) -> str:
-    return turn.prompt_text()
-
-
 def test_restyle_prompt_each_style_keeps_the_answer():
     rng = np.random.default_rng(0)
     t = referring_turn("red circle", [0], rng)
-    original = _prompt_text(t)
+    original = t.prompt_text()
     assert original.endswith((".", "?"))
     upper = restyle_prompt(t, rng, "upper")
-    assert _prompt_text(upper) == original.upper() and upper.answer == t.answer and upper.task == t.task
-    assert _prompt_text(restyle_prompt(t, rng, "lower")) == original.lower()
-    title = _prompt_text(restyle_prompt(t, rng, "title"))
+    assert upper.prompt_text() == original.upper() and upper.answer == t.answer and upper.task == t.task
+    assert restyle_prompt(t, rng, "lower").prompt_text() == original.lower()
+    title = restyle_prompt(t, rng, "title").prompt_text()
     assert "Red Circle" in title and title.lower() == original.lower()
-    assert _prompt_text(restyle_prompt(t, rng, "unpunctuated")) == original.rstrip(".?")
-    bares = {_prompt_text(restyle_prompt(t, np.random.default_rng(s), "bare")) for s in range(40)}
+    assert restyle_prompt(t, rng, "unpunctuated").prompt_text() == original.rstrip(".?")
+    bares = {restyle_prompt(t, np.random.default_rng(s), "bare").prompt_text() for s in range(40)}
     # the expression alone, with or without its article and final mark; never a template's words
     assert bares <= {f"{a}red circle{m}" for a in ("", "the ") for m in ("", "?", ".")}
     assert {"red circle", "the red circle"} <= bares
@@ -129,13 +125,13 @@ def test_restyle_prompt_each_style_keeps_the_answer():
 
 def test_restyle_prompt_draws_styles_and_keeps_regions():
     q = reasoning_turn("Which shape is the largest?", [1], np.random.default_rng(0))
-    assert _prompt_text(restyle_prompt(q, np.random.default_rng(0), "bare")) == "Which shape is the largest?"
+    assert restyle_prompt(q, np.random.default_rng(0), "bare").prompt_text() == "Which shape is the largest?"
     r = region_turn(0, "It is a red circle.", np.random.default_rng(0))
     drawn = [restyle_prompt(r, np.random.default_rng(s)) for s in range(30)]
     assert all(RegionRef(0) in d.prompt and d.answer == r.answer for d in drawn)
     # a region question has no expression to go bare: it falls back to a change of case or punctuation
-    assert all(_prompt_text(d) != "<region>" for d in drawn)
-    assert len({_prompt_text(d) for d in drawn}) >= 3
+    assert all(d.prompt_text() != "<region>" for d in drawn)
+    assert len({d.prompt_text() for d in drawn}) >= 3
     t = referring_turn("the blue star", [], np.random.default_rng(1))
-    styles = {_prompt_text(restyle_prompt(t, np.random.default_rng(s))) for s in range(60)}
+    styles = {restyle_prompt(t, np.random.default_rng(s)).prompt_text() for s in range(60)}
     assert any(s.isupper() for s in styles) and any("segment" not in s.lower() for s in styles)
