@@ -1,6 +1,7 @@
 """The ``grounding`` command.
 
     grounding fit|validate|test --config configs/tiny.yaml     # LightningCLI (training / evaluation)
+    grounding fit-verifier --model default --out DIR            # second stage: the mask verifier
     grounding predict --image IMG --prompt "..." --out DIR      # one image -> overlay PNG + JSON
     grounding serve --model default --port 8000                 # HTTP server: POST /v1/predict
     grounding demo --model default --port 7860                  # interactive web demo (Gradio)
@@ -41,6 +42,7 @@ commands:
   fit        train a model (LightningCLI; --config configs/*.yaml)
   validate   evaluate on the validation set (cIoU, gIoU, N-acc, Acc@0.5, ...)
   test       evaluate on the test set
+  fit-verifier  fit the mask verifier on a trained model's own candidates (a second stage; see README)
   predict    ground a prompt in one image: overlay PNG + JSON (boxes, RLE masks)
   serve      HTTP server: POST /v1/predict (multipart image + prompt), GET /healthz, OpenAPI at /docs
   track      ground a prompt on a keyframe and track the objects through a video: overlay mp4 + JSON (RLE)
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from grounding.export import export_main
 
         return export_main(rest)
+    if cmd == "fit-verifier":
+        from grounding.verifier_fit import fit_verifier_main
+
+        return fit_verifier_main(rest)
     if cmd == "plan-memory":
         from grounding.memory import plan_memory_main
 

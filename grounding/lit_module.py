@@ -218,7 +218,8 @@ class GroundingLitModule(L.LightningModule):
         no [SEG] or no region (DDP requires all of them to receive gradients; FSDP2 reduce-scatters only the
         gradients that exist, so processes would disagree on the sizes)."""
         parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder,
-                 self.model.seg_prior, self.model.presence_head, self.model.mask_head.prompt_encoder]
+                 self.model.seg_prior, self.model.presence_head, self.model.mask_head.prompt_encoder,
+                 self.model.mask_verifier]  # the verifier trains in `grounding fit-verifier`, not here
         total = None
         for mod in parts:
             if mod is None:

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from data.masks import dominant_box
-from heads import keep_one_part
+from heads import keep_one_part, mask_parts, select_parts
 from grounding.feature_cache import FeatureCache
 from grounding.losses import presence_scores
 from grounding.parse import ParsedAnswer, parse_answer
@@ -84,6 +84,18 @@ class HeadOptions:
     take different parts where they can (each its best part not taken by an earlier [SEG] of the answer). For
     models whose [SEG] stands for one object (an answer about several objects has one [SEG] each) and whose
     decoder, unsure of the object, lights several at low logits. None: the decoder's ``logits > 0``."""
+    verifier: bool = False
+    """A mask verifier (``heads.MaskVerifier``): in generation each [SEG]'s mask is the candidate the verifier
+    scores highest against the [SEG] state, of the 8-connected parts of the decoder's logits above each of
+    ``verify_thresholds`` (the [SEG]s of one answer take different candidates), instead of ``mask_one_part``'s
+    highest mean logit. Fitted on the frozen model's own candidates by ``grounding fit-verifier``."""
+    verify_thresholds: tuple[float, ...] = (-1.0, -3.0)
+    """Decoder-logit thresholds whose parts are the verifier's candidates."""
+    verifier_presence: bool = True
+    """With a verifier and a presence head: an answer with one [SEG] grounds something when the verifier's best
+    probability over its candidates exceeds ``presence_threshold`` (else it is generated again from next-best
+    first tokens), and an answer without [SEG] whose presence-head probability exceeds ``presence_recheck`` is
+    re-checked with a [SEG] answer that the verifier must accept. Answers with several [SEG] keep the head."""
 
 
 @dataclass
@@ -164,6 +176,7 @@ class GroundingModel(nn.Module):
         options: HeadOptions | None = None,
         seg_prior: nn.Module | None = None,
         presence_head: nn.Module | None = None,
+        mask_verifier: nn.Module | None = None,
     ):
         super().__init__()
         self.vision_llm = vision_llm
@@ -177,6 +190,11 @@ class GroundingModel(nn.Module):
         if self.options.presence and presence_head is None:
             raise ValueError("HeadOptions.presence is set but no presence_head module was given")
         self.presence_head = presence_head
+        if self.options.verifier and mask_verifier is None:
+            raise ValueError("HeadOptions.verifier is set but no mask_verifier module was given")
+        if self.options.verifier and not self.options.verify_thresholds:
+            raise ValueError("HeadOptions.verify_thresholds must hold at least one threshold")
+        self.mask_verifier = mask_verifier
         t = self.options.presence_threshold
         if t is not None and not 0.0 < t < 1.0:
             raise ValueError(f"presence_threshold must be a probability in (0, 1) or None, got {t}")
@@ -381,13 +399,14 @@ class GroundingModel(nn.Module):
             answers.append(GeneratedAnswer(text, parsed, seq, None, None, None if prob is None else prob[b]))
         if all_hidden:
             dev = image_embeddings.device
-            logits, iou, _ = self.decode_masks(
-                image_embeddings,
-                torch.stack(all_hidden),
-                torch.tensor(all_index, device=dev),
-                torch.from_numpy(np.stack(all_boxes)).to(dev),
+            states = torch.stack(all_hidden)
+            index = torch.tensor(all_index, device=dev)
+            logits, iou, prior = self.decode_masks(
+                image_embeddings, states, index, torch.from_numpy(np.stack(all_boxes)).to(dev)
             )
-            if self.options.mask_one_part is not None:
+            if self.mask_verifier is not None:
+                logits, _ = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index)
+            elif self.options.mask_one_part is not None:
                 logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
             start = 0
             for a, k in zip(answers, counts):
@@ -398,6 +417,20 @@ class GroundingModel(nn.Module):
             for a, geo in zip(answers, batch.geometries):
                 self._write_seg_boxes(a, geo)
         return answers
+
+    def verify_masks(self, image_embeddings, seg_hidden, image_index, logits, prior, groups=None):
+        """Cut N [SEG] masks (low-res logits N x 1 x h' x w') to the candidate the verifier scores highest against
+        each state (``HeadOptions.verifier``; ``heads.select_parts``, rows of one group taking different
+        candidates). Returns (the cut logits, N best verifier logits; -inf where a mask has no candidate)."""
+        cands = mask_parts(logits, self.options.verify_thresholds)
+        if len(cands) == 0:
+            return select_parts(logits, cands, logits.new_zeros(0), groups)
+        owner = cands.owner.to(image_embeddings.device)
+        feats = self.mask_verifier.features(
+            cands.masks, image_embeddings, image_index[owner], logits[owner], None if prior is None else prior[owner]
+        )
+        scores = self.mask_verifier(seg_hidden, feats, owner).float()
+        return select_parts(logits, cands, scores, groups)
 
     @property
     def _stop_ids(self) -> set[int]:
@@ -437,8 +470,9 @@ class GroundingModel(nn.Module):
         return presence_scores(maps, batch.image_valid_masks.to(dev))
 
     def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:
-        """{row: the largest seg-prior logit over its image of its answer's [SEG] state} for the given rows whose
-        answer has exactly one [SEG] (``HeadOptions.presence_fusion``)."""
+        """{row: the evidence of its answer's [SEG] state} for the given rows whose answer has exactly one [SEG]: the
+        verifier's best logit over its candidates (``HeadOptions.verifier_presence``), else the largest seg-prior
+        logit over its image (``HeadOptions.presence_fusion``)."""
         owners, states = [], []
         for b in rows:
             at = [t for t, i in enumerate(seqs[b]) if i == self.tokens.seg]
@@ -449,18 +483,30 @@ class GroundingModel(nn.Module):
             return {}
         dev = image_embeddings.device
         index = torch.tensor(owners, device=dev)
-        maps = self.seg_prior(torch.stack(states), image_embeddings, index)
+        states = torch.stack(states)
+        if self._verifier_decides:  # the verifier's best logit over the [SEG]'s candidates
+            logits, _, prior = self.decode_masks(image_embeddings, states, index, None)
+            _, best = self.verify_masks(image_embeddings, states, index, logits, prior)
+            return dict(zip(owners, best.tolist()))
+        maps = self.seg_prior(states, image_embeddings, index)
         return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))
 
+    @property
+    def _verifier_decides(self) -> bool:
+        """Whether the verifier decides the presence of one-[SEG] answers (``HeadOptions.verifier_presence``)."""
+        return self.mask_verifier is not None and self.options.verifier_presence
+
     def _presence_probability(self, head_logit: float, evidence: float | None) -> float:
-        """The presence head's probability, fused with a one-[SEG] answer's evidence where there is some and a fusion
-        is set."""
+        """The presence head's probability; for a one-[SEG] answer with evidence, the verifier's probability
+        (``HeadOptions.verifier_presence``) or the head fused with the seg prior (``presence_fusion``)."""
         fusion = self.options.presence_fusion
         logit = head_logit
-        if fusion is not None and evidence is not None:
+        if self._verifier_decides and evidence is not None:
+            logit = evidence
+        elif fusion is not None and evidence is not None:
             w_head, w_prior, bias = fusion
             logit = w_head * head_logit + w_prior * evidence + bias
-        return 1.0 / (1.0 + math.exp(-logit))
+        return 1.0 / (1.0 + math.exp(-min(max(logit, -60.0), 60.0)))
 
     def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
         """Where an answer's having [SEG] disagrees with the presence probability (``HeadOptions.presence_threshold``;
@@ -468,7 +514,8 @@ class GroundingModel(nn.Module):
         model's next-best first tokens (up to ``presence_retries``) and keep the first answer that agrees (in place).
         Returns each row's presence probability (of the answer kept, or of the best [SEG] answer checked)."""
         opts = self.options
-        fused = opts.presence_fusion is not None  # (__init__ made sure there is a seg prior to fuse)
+        # (__init__ made sure there is a seg prior to fuse)
+        fused = opts.presence_fusion is not None or self._verifier_decides
         heads = presence.float().tolist()
         has_seg = [self.tokens.seg in seq for seq in seqs]
         evidence = self._seg_evidence(batch, image_embeddings, seqs, hidden, range(len(seqs))) if fused else {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from data.transforms import ImageTransform
-from heads import RegionEncoder, SamConfig, SamMaskHead, SegPrior, SegProjector, build_sam_head
+from heads import MaskVerifier, RegionEncoder, SamConfig, SamMaskHead, SegPrior, SegProjector, build_sam_head
 
 from grounding.box_codecs import make_box_codec
 from grounding.model import GroundingModel, HeadOptions
@@ -62,6 +62,7 @@ def assemble(
         options=options,
         seg_prior=seg_prior,
         presence_head=SegPrior(**prior) if options.presence else None,
+        mask_verifier=MaskVerifier(vision_llm.hidden_size, mask_head.embed_dim) if options.verifier else None,
     )
     processor = GroundingProcessor(vision_llm, image_transform_for(mask_head), processor_config)
     return model, processor

@@ -1,8 +1,9 @@
-"""Output and input heads: seg projector, seg prior, SAM mask head, box codecs, region encoder, video trackers.
+"""Output and input heads: seg projector, seg prior, mask verifier, SAM mask head, box codecs, region encoder, video trackers.
 
 ``heads`` never imports ``grounding``.
 """
 
+from heads.mask_verifier import Candidates, MaskVerifier, mask_parts, select_parts
 from heads.region_encoder import RegionEncoder
 from heads.sam import SAM_PRESETS, MaskPrediction, SamConfig, SamMaskHead, build_sam_head, keep_one_part, load_sam_checkpoint
 from heads.seg_prior import SegPrior

@@ -83,7 +83,6 @@ def square_crops(masks: Tensor, size: int) -> Tensor:
     out = masks.new_zeros((k, 1, size, size), dtype=torch.float32)
     if k == 0:
         return out
-    S = masks.shape[-1]
     ys = masks.any(2)
     xs = masks.any(1)
     boxes = []
@@ -101,7 +100,7 @@ def square_crops(masks: Tensor, size: int) -> Tensor:
 
     rois = torch.cat([torch.arange(k, dtype=torch.float32)[:, None], torch.tensor(boxes)], 1).to(masks.device)
     crops = roi_align(masks[:, None].float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    return crops.clamp(0, 1) if S else out
+    return crops.clamp(0, 1)
 
 
 class MaskVerifier(nn.Module):
@@ -143,6 +142,8 @@ class MaskVerifier(nn.Module):
         mask_logits: K x 1 x s x s decoder logits of each candidate's own [SEG] (any s); prior_logits: K x 1 x h x w
         seg-prior logits of that [SEG] (None: zeros)."""
         k = masks.shape[0]
+        if k == 0:
+            return masks.new_zeros((0, self.n_inputs), dtype=torch.float32)
         h, w = image_embeddings.shape[-2:]
         S = masks.shape[-1]
         m = masks[:, None].float()
@@ -168,7 +169,7 @@ class MaskVerifier(nn.Module):
         geometry = torch.stack([x1, y1, x2, y2], 1).clamp(0, S) / S
         geometry = torch.cat([geometry, frac.sqrt()[:, None]], 1)
         crops = square_crops(masks, self.crop).flatten(1)
-        return torch.cat([appearance, crops, geometry, evidence], 1) if k else masks.new_zeros((0, self.n_inputs))
+        return torch.cat([appearance, crops, geometry, evidence], 1)
 
     @property
     def n_inputs(self) -> int:
@@ -191,3 +192,42 @@ class MaskVerifier(nn.Module):
         cand = self.candidate(cand)
         q = self.query(hidden.to(dtype))[owner]
         return self.score(torch.cat([cand, q, cand * q], 1))[:, 0]
+
+
+def select_parts(logits: Tensor, candidates: Candidates, scores: Tensor, groups: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """Each of N x 1 x S x S ``logits`` cut to its best-scored candidate: returns (logits whose ``> 0`` is that
+    candidate, N best scores; -inf for a row without candidates, whose mask becomes empty). ``groups``: N ids (the
+    answer of each row): the rows of one group stand for different objects, so each takes, in order, its best
+    candidate not already taken by an earlier row of its group (half its pixels or more inside), or its best
+    where all are taken. A row without candidates keeps its logits, lowered below zero everywhere. Inside the kept candidate the logits are shifted by minus its cut threshold, elsewhere
+    they are ``-|logits - threshold|`` (as ``heads.keep_one_part``)."""
+    n = logits.shape[0]
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"select_parts got {len(groups)} groups for {n} masks")
+    if scores.shape != (len(candidates),):
+        raise ValueError(f"select_parts got {tuple(scores.shape)} scores for {len(candidates)} candidates")
+    # a row without candidates: an empty mask that keeps its most confident pixel on top
+    out = logits - logits.detach().amax(dim=(2, 3), keepdim=True).clamp_min(0) - 1e-3
+    best = torch.full((n,), float("-inf"), device=logits.device)
+    taken: dict[int, list[Tensor]] = {}
+    owner = candidates.owner.tolist()
+    masks = candidates.masks.to(logits.device)
+    sizes = masks.flatten(1).sum(1)
+    for i in range(n):
+        rows = [k for k, o in enumerate(owner) if o == i]
+        if not rows:
+            continue
+        earlier = [] if groups is None else taken.setdefault(int(groups[i]), [])
+        s = scores[rows].float().clone()
+        if earlier:
+            free = torch.tensor([all(2 * int((masks[k] & e).sum()) < int(sizes[k]) for e in earlier) for k in rows],
+                                device=s.device)
+            if free.any():
+                s = torch.where(free, s, torch.full_like(s, float("-inf")))
+        j = rows[int(s.argmax())]
+        keep = masks[j]
+        earlier.append(keep)
+        best[i] = scores[j]
+        shifted = logits[i, 0] - candidates.threshold[j]
+        out[i, 0] = torch.where(keep, shifted, -shifted.abs())
+    return out, best

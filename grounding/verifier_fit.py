@@ -1,0 +1,272 @@
+"""Fit the mask verifier (``heads.MaskVerifier``) on a frozen model's own candidates: ``grounding fit-verifier``.
+
+    grounding fit-verifier --model default --out outputs/verifier            # ~40 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier
+
+Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
+absent object with a one-target answer, "Sure, it is [SEG].", so that its [SEG] state asks for something that
+is not there); the decoder's mask of each [SEG] is cut into candidates (``heads.mask_parts`` at
+``HeadOptions.verify_thresholds``, exactly as generation cuts them) and each candidate's inputs are computed
+once (``MaskVerifier.features``). A candidate is positive when its IoU with the [SEG]'s target is >= 0.5 (for
+several targets, with any target of the question) and negative otherwise; every candidate of an absent object's
+[SEG] is negative. *Fit*: the verifier alone trains on those (BCE, AdamW, a few epochs over the cached inputs);
+the rest of the model is frozen and unchanged.
+
+The scenes must be new to the model (the default ``--start`` is past the 800 training scenes of
+``configs/default.yaml``): the decoder is surer on scenes it was trained on, and the verifier must learn from
+candidates like those it will see. The output is a trained-parts folder: the source model's trained parts plus
+the verifier, with ``heads.verifier: true`` in its config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data.sample import GroundingSample, GroundRef, Task
+from data.templates import segmentation_answer
+from heads import MaskVerifier, mask_parts
+
+log = logging.getLogger(__name__)
+
+POSITIVE_IOU = 0.5  # a candidate is the [SEG]'s object when its IoU with the target reaches this (Acc@0.5's bar)
+
+
+@dataclass
+class VerifierData:
+    """Candidates of N teacher-forced [SEG] states. ``features``: K x F (``MaskVerifier.features``), ``owner``: K
+    (the state each candidate came from), ``labels``: K (1 = the state's object), ``target_iou``: K (IoU with the
+    state's own target), ``states``: N x D, ``tasks``: N task names, ``absent``: N (the question's object is not
+    in the image). States whose mask has no candidate are left out."""
+
+    features: torch.Tensor
+    owner: torch.Tensor
+    labels: torch.Tensor
+    target_iou: torch.Tensor
+    states: torch.Tensor
+    tasks: list[str]
+    absent: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.states.shape[0])
+
+    def rows_of(self, states: np.ndarray) -> torch.Tensor:
+        """Candidate rows of the given states."""
+        pick = torch.zeros(len(self), dtype=torch.bool)
+        pick[torch.as_tensor(states)] = True
+        return pick[self.owner].nonzero()[:, 0]
+
+
+def _with_absent_seg(sample: GroundingSample) -> tuple[GroundingSample, list[bool]]:
+    """The sample with every no-target question answered "Sure, it is [SEG]." (about target 0: only the state
+    matters) and, per turn, whether its object is absent."""
+    turns, absent = [], []
+    for t in sample.turns:
+        if t.task == Task.RES_NONE and not t.target_indices:
+            t = dataclasses.replace(t, answer=segmentation_answer([0], t.expression or ""))
+            absent.append(True)
+        else:
+            absent.append(False)
+        turns.append(t)
+    return dataclasses.replace(sample, turns=tuple(turns)), absent
+
+
+@torch.no_grad()
+def collect(model, processor, samples: Iterable[GroundingSample], log_every: int = 20) -> VerifierData:
+    """Teacher-force every question of each sample and cut each [SEG]'s decoded mask into the verifier's
+    candidates (see the module docstring). Samples without targets are skipped."""
+    verifier: MaskVerifier = model.mask_verifier
+    feats, owner, labels, own_iou, states, tasks, absent_flags = [], [], [], [], [], [], []
+    started = time.monotonic()
+    for n, sample in enumerate(samples):
+        if not sample.targets or not sample.turns:
+            continue
+        forced, absent = _with_absent_seg(sample)
+        batch = processor.collate([processor.encode(forced)])
+        f = model(batch)
+        if f.mask_logits is None:
+            continue
+        geo = batch.geometries[0]
+        gts = torch.from_numpy(np.stack([geo.mask_to_input(t.mask) for t in sample.targets]))  # O x S x S
+        seg_turn = [(k, g.index) for k, t in enumerate(forced.turns) for g in processor._seg_parts(t, forced)]
+        cands = mask_parts(f.mask_logits, model.options.verify_thresholds)
+        if len(cands) == 0:
+            continue
+        o = cands.owner
+        x = verifier.features(cands.masks, f.image_embeddings, torch.zeros_like(o), f.mask_logits[o],
+                              None if f.prior_logits is None else f.prior_logits[o])
+        low = cands.masks.shape[-1]
+        gt_low = F.interpolate(gts[:, None].float(), (low, low), mode="nearest")[:, 0].bool() if gts.shape[-1] != low else gts
+        inter = (cands.masks[:, None] & gt_low[None]).flatten(2).sum(2).float()
+        union = (cands.masks[:, None] | gt_low[None]).flatten(2).sum(2).float()
+        ious = inter / union.clamp_min(1)  # K x O
+        for j, (k, target) in enumerate(seg_turn):
+            turn = forced.turns[k]
+            rows = (o == j).nonzero()[:, 0]
+            if len(rows) == 0:
+                continue
+            if absent[k]:
+                lab = torch.zeros(len(rows))
+            elif turn.task == Task.RES_MULTI:
+                lab = (ious[rows][:, list(turn.target_indices)].amax(1) >= POSITIVE_IOU).float()
+            else:
+                lab = (ious[rows, target] >= POSITIVE_IOU).float()
+            feats.append(x[rows].half())
+            owner.append(torch.full((len(rows),), len(states), dtype=torch.long))
+            labels.append(lab)
+            own_iou.append(torch.zeros(len(rows)) if absent[k] else ious[rows, target])
+            states.append(f.seg_hidden[j].float())
+            tasks.append(turn.task.value)
+            absent_flags.append(absent[k])
+        if log_every and (n + 1) % log_every == 0:
+            log.info("collected %d scenes, %d [SEG] states (%.0f s)", n + 1, len(states), time.monotonic() - started)
+    if not states:
+        raise ValueError("no candidates collected: the samples have no [SEG] answers whose masks have parts")
+    return VerifierData(torch.cat(feats), torch.cat(owner), torch.cat(labels), torch.cat(own_iou),
+                        torch.stack(states), tasks, torch.tensor(absent_flags))
+
+
+def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float = 1e-3, weight_decay: float = 0.01,
+        states_per_step: int = 64, seed: int = 0, on_epoch=None) -> list[float]:
+    """Train the verifier on collected candidates (BCE); returns the mean loss of each epoch. ``on_epoch(epoch,
+    loss)`` is called after each (say, to evaluate)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(verifier.parameters(), lr=lr, weight_decay=weight_decay)
+    losses = []
+    for epoch in range(epochs):
+        verifier.train()
+        order = torch.randperm(len(data), generator=gen).numpy()
+        total, steps = 0.0, 0
+        for start in range(0, len(order), states_per_step):
+            chosen = np.sort(order[start : start + states_per_step])
+            rows = data.rows_of(chosen)
+            local = torch.full((len(data),), -1, dtype=torch.long)
+            local[torch.as_tensor(chosen)] = torch.arange(len(chosen))
+            logit = verifier(data.states[chosen], data.features[rows].float(), local[data.owner[rows]])
+            loss = F.binary_cross_entropy_with_logits(logit, data.labels[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+        losses.append(total / max(1, steps))
+        verifier.eval()
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    return losses
+
+
+@torch.no_grad()
+def evaluate(verifier: MaskVerifier, data: VerifierData) -> dict[str, float]:
+    """On collected candidates: the mean IoU with the target of the candidate the verifier picks (``pick/<task>``)
+    and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``), for questions whose object is there; and for one-target and absent questions,
+    the share the verifier's best probability calls right at 0.5 (``present@0.5``, ``absent@0.5``)."""
+    verifier.eval()
+    scores = verifier(data.states, data.features.float(), data.owner)
+    mean_logit = data.features[:, -3].float()  # MaskVerifier.features' evidence: mean decoder logit (scaled)
+    out: dict[str, list[float]] = {}
+    present, absent = [], []
+    for i in range(len(data)):
+        rows = (data.owner == i).nonzero()[:, 0]
+        best = float(scores[rows].max())
+        if bool(data.absent[i]):
+            absent.append(best <= 0.0)
+            continue
+        task = data.tasks[i]
+        if task == Task.RES.value:
+            present.append(best > 0.0)
+        iou = data.target_iou[rows]
+        out.setdefault(f"pick/{task}", []).append(float(iou[scores[rows].argmax()]))
+        out.setdefault(f"decoder/{task}", []).append(float(iou[mean_logit[rows].argmax()]))
+    res = {k: float(np.mean(v)) for k, v in sorted(out.items())}
+    if present:
+        res["present@0.5"] = float(np.mean(present))
+    if absent:
+        res["absent@0.5"] = float(np.mean(absent))
+    return res
+
+
+def fit_verifier_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grounding fit-verifier", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default", help="a trained-parts folder, or default (the shipped model)")
+    p.add_argument("--out", required=True, help="the trained-parts folder to write (source parts + the verifier)")
+    p.add_argument("--scenes", type=int, default=600, help="synthetic scenes to collect candidates from (default 600)")
+    p.add_argument("--start", type=int, default=10000,
+                   help="first scene index of the train split (default 10000: past configs/default.yaml's 800)")
+    p.add_argument("--val-scenes", type=int, default=40, help="validation-split scenes to report on after each epoch")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+TASKS = ("res", "res", "res", "rec", "rec", "reason", "reason", "res_none", "res_none", "res_multi", "gcg", "region")
+"""The question mix of configs/default.yaml's training data (one scene, twelve questions)."""
+
+
+def fit_verifier_main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from data.synthetic import SyntheticGrounding
+    from grounding.checkpoint import CONFIG_FILE, MANIFEST_FILE, TRAINED_FILE, build_lit_from_config, load_trained_weights, save_trained_folder
+    from grounding.hub import DEFAULT_MODEL_DIR
+
+    args = fit_verifier_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    src = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
+    for name in (CONFIG_FILE, TRAINED_FILE):
+        if not (src / name).is_file():
+            print(f"grounding fit-verifier: {src} is not a trained-parts folder ({name} is missing)", file=sys.stderr)
+            return 2
+    if args.scenes < 1 or args.epochs < 1:
+        print("grounding fit-verifier: --scenes and --epochs must be >= 1", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    config = yaml.safe_load((src / CONFIG_FILE).read_text())
+    heads = dict(config.get("heads") or {})
+    heads["verifier"] = True
+    config["heads"] = heads
+    lit = build_lit_from_config(config)
+    load_trained_weights(lit, src / TRAINED_FILE)
+    lit.eval()
+    model, processor = lit.model, lit.processor
+    torch.manual_seed(args.seed)
+    train = SyntheticGrounding("train", length=args.start + args.scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
+    val = SyntheticGrounding("val", length=args.val_scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
+    data = collect(model, processor, (train[i] for i in range(args.start, args.start + args.scenes)))
+    print(f"collected {len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "
+          f"({data.labels.mean():.1%} positive) in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    held = collect(model, processor, (val[i] for i in range(args.val_scenes))) if args.val_scenes else None
+
+    def report(epoch, loss):
+        line = f"epoch {epoch + 1}: train loss {loss:.3f}"
+        if held is not None:
+            line += "  val " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(model.mask_verifier, held).items())
+        print(line, flush=True)
+
+    fit(model.mask_verifier, data, epochs=args.epochs, lr=args.lr, seed=args.seed, on_epoch=report)
+    manifest = {}
+    if (src / MANIFEST_FILE).is_file():
+        import json
+
+        manifest = json.loads((src / MANIFEST_FILE).read_text())
+    manifest["verifier"] = {
+        "recipe": "grounding fit-verifier " + " ".join(argv if argv is not None else sys.argv[2:]),
+        "scenes": args.scenes, "start": args.start, "epochs": args.epochs,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    dtype = manifest.get("dtype")
+    save_trained_folder(lit, args.out, config, manifest, dtype=dtype)
+    print(f"wrote {args.out} ({(time.monotonic() - started) / 60:.1f} min)")
+    return 0
