@@ -1,0 +1,149 @@
+"""heads.mask_verifier: candidate parts, their inputs, the choice among them, and that the verifier can learn shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from heads import MaskVerifier, mask_parts, select_parts
+from heads.mask_verifier import square_crops
+
+
+def _two_objects(weak: float = 0.5, strong: float = 1.5) -> torch.Tensor:
+    logits = torch.full((1, 1, 32, 32), -5.0)
+    logits[0, 0, 2:8, 2:8] = weak
+    logits[0, 0, 20:28, 20:30] = strong
+    logits[0, 0, 15, 15] = -2.0  # a speck seen only at the lower threshold
+    return logits
+
+
+def test_mask_parts_cuts_each_row_at_each_threshold_without_repeats():
+    logits = torch.cat([_two_objects(), torch.full((1, 1, 32, 32), -9.0)])
+    cands = mask_parts(logits, (-1.0, -3.0), min_pixels=1)
+    # row 0: the two objects at -1; at -3 the same two again (dropped as repeats) and the speck; row 1: nothing
+    assert len(cands) == 3 and cands.owner.tolist() == [0, 0, 0]
+    assert cands.threshold.tolist() == [-1.0, -1.0, -3.0]
+    assert [int(m.sum()) for m in cands.masks] == [36, 80, 1]
+    assert mask_parts(logits, (-1.0, -3.0), min_pixels=4).masks.shape[0] == 2  # the speck is too small
+    with pytest.raises(ValueError, match="N x 1 x S x S"):
+        mask_parts(logits[:, 0], (-1.0,))
+    with pytest.raises(ValueError, match="at least one threshold"):
+        mask_parts(logits, ())
+
+
+def test_square_crops_keep_the_aspect_of_the_mask():
+    m = torch.zeros(1, 64, 64, dtype=torch.bool)
+    m[0, 10:30, 20:30] = True  # 20 high, 10 wide
+    crop = square_crops(m, 16)[0, 0]
+    assert crop.shape == (16, 16)
+    cols = crop.mean(0)
+    assert cols[6:10].min() > 0.9 and cols[:3].max() < 0.1 and cols[-3:].max() < 0.1  # centred, half as wide
+    assert crop[1:-1, 6:10].min() > 0.8  # the full height
+    assert square_crops(torch.zeros(0, 8, 8, dtype=torch.bool), 16).shape == (0, 1, 16, 16)
+
+
+def test_features_are_the_candidates_appearance_geometry_and_evidence():
+    ver = MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8)
+    emb = torch.zeros(1, 4, 8, 8)
+    emb[0, :, :4, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None]  # one embedding in the top-left quarter
+    masks = torch.zeros(1, 32, 32, dtype=torch.bool)
+    masks[0, :16, :16] = True  # exactly that quarter (4 input pixels per cell)
+    logits = torch.full((1, 1, 32, 32), -10.0)
+    logits[0, 0, :16, :16] = 2.0
+    logits[0, 0, 0, 0] = 6.0
+    prior = torch.full((1, 1, 8, 8), -4.0)
+    prior[0, 0, :4, :4] = 3.0
+    f = ver.features(masks, emb, torch.zeros(1, dtype=torch.long), logits, prior)
+    assert f.shape == (1, ver.n_inputs)
+    assert torch.allclose(f[0, :4], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    geometry = f[0, 4 + 64 : 4 + 64 + 5]
+    assert torch.allclose(geometry, torch.tensor([0.0, 0.0, 0.5, 0.5, 0.5]))
+    evidence = f[0, -3:] * ver.logit_scale
+    # on the 8 x 8 grid (4 x 4 pixels a cell) cell (0, 0) averages one 6 with fifteen 2s: 2.25, its 15 neighbours 2
+    assert torch.allclose(evidence, torch.tensor([(15 * 2.0 + 2.25) / 16, 2.25, 3.0]), atol=1e-5)
+    assert ver.features(masks[:0], emb, torch.zeros(0, dtype=torch.long), logits[:0], None).shape == (0, ver.n_inputs)
+
+
+def test_select_parts_takes_the_best_scored_candidate_and_different_ones_within_a_group():
+    logits = torch.cat([_two_objects()] * 3 + [torch.full((1, 1, 32, 32), -9.0)])
+    cands = mask_parts(logits, (-1.0,))
+    assert cands.owner.tolist() == [0, 0, 1, 1, 2, 2]
+    # every row prefers the weak object (the first candidate); the decoder's mean would pick the strong one
+    scores = torch.tensor([3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
+    out, best = select_parts(logits, cands, scores, groups=[0, 0, 1, 2])
+    weak = torch.zeros(32, 32, dtype=torch.bool)
+    weak[2:8, 2:8] = True
+    assert torch.equal(out[0, 0] > 0, weak)
+    assert torch.equal(out[1, 0] > 0, cands.masks[3])  # same answer as row 0: the other object
+    assert torch.equal(out[2, 0] > 0, weak)  # its own answer: free to take the weak one
+    assert not (out[3] > 0).any() and best[3] == float("-inf")  # no candidate: an empty mask
+    assert best[:3].tolist() == [3.0, 1.0, 3.0]
+    # inside the kept part the logits are shifted by minus its threshold, so they stay ordered
+    assert torch.allclose(out[0, 0][weak], torch.full((36,), 1.5))
+    with pytest.raises(ValueError, match="groups"):
+        select_parts(logits, cands, scores, groups=[0])
+    with pytest.raises(ValueError, match="scores"):
+        select_parts(logits, cands, scores[:2])
+
+
+def test_forward_checks_its_inputs():
+    ver = MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8)
+    x = torch.zeros(3, ver.n_inputs)
+    assert ver(torch.zeros(2, 8), x, torch.tensor([0, 1, 1])).shape == (3,)
+    with pytest.raises(ValueError, match="hidden"):
+        ver(torch.zeros(2, 7), x, torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="features"):
+        ver(torch.zeros(2, 8), x[:, 1:], torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="owner"):
+        ver(torch.zeros(2, 8), x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        MaskVerifier(8, crop=12)
+
+
+def _disc(size: int, cx: int, cy: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def _square(size: int, cx: int, cy: int, r: int) -> np.ndarray:
+    m = np.zeros((size, size), bool)
+    m[cy - r : cy + r, cx - r : cx + r] = True
+    return m
+
+
+def test_the_verifier_learns_which_candidate_has_the_asked_shape():
+    """Candidates with one appearance, place-independent: only the shape crop tells a disc from a square; the
+    query says which is asked for. A few hundred steps must learn it on held-out candidates."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ver = MaskVerifier(in_dim=4, embed_dim=4, dim=16, crop=16)
+    emb = torch.ones(1, 4, 16, 16)
+    logits = torch.zeros(1, 1, 64, 64)
+
+    def batch(n):
+        masks, labels, queries = [], [], []
+        for _ in range(n):
+            r = int(rng.integers(6, 14))
+            cx, cy = (int(v) for v in rng.integers(r + 1, 64 - r - 1, 2))
+            disc = bool(rng.integers(2))
+            masks.append(_disc(64, cx, cy, r) if disc else _square(64, cx, cy, r))
+            ask_disc = bool(rng.integers(2))
+            queries.append([1.0, 0, 0, 0] if ask_disc else [0, 1.0, 0, 0])
+            labels.append(float(disc == ask_disc))
+        m = torch.from_numpy(np.stack(masks))
+        f = ver.features(m, emb, torch.zeros(n, dtype=torch.long), logits.expand(n, -1, -1, -1), None)
+        return f, torch.tensor(queries), torch.tensor(labels)
+
+    train, held = batch(256), batch(128)
+    opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
+    for _ in range(150):
+        f, q, y = train
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, torch.arange(len(y))), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    f, q, y = held
+    with torch.no_grad():
+        acc = ((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean()
+    assert acc > 0.9

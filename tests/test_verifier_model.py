@@ -1,0 +1,133 @@
+"""HeadOptions.verifier in the model (mask choice, presence) and its fitting stage (grounding fit-verifier)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from conftest import build_tiny, tiny_lit, two_images_batch, two_squares_sample
+from heads import keep_one_part, mask_parts, select_parts
+
+
+def _decoded() -> torch.Tensor:
+    decoded = torch.full((1, 1, 16, 16), -5.0)
+    decoded[0, 0, 1:4, 1:4] = 0.5  # the decoder's weaker object
+    decoded[0, 0, 9:12, 9:12] = 1.5  # and its stronger one
+    return decoded
+
+
+def test_generate_keeps_the_candidate_the_verifier_prefers(monkeypatch, sample):
+    model, proc = build_tiny("composed", verifier=True, mask_one_part=-1.0)
+    seg = model.tokens.seg
+    decoded = _decoded()
+    monkeypatch.setattr(model, "_generate_tokens", lambda *a: ([[7, seg]], [torch.randn(2, model.vision_llm.hidden_size)], None))
+    monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (decoded.clone(), torch.ones(1, 1), None))
+    seen = {}
+
+    def prefer_first(hidden, features, owner):  # the verifier's scores: the first candidate (the weak object) best
+        seen["n"] = features.shape[0]
+        return -torch.arange(features.shape[0], dtype=torch.float32)
+
+    monkeypatch.setattr(model.mask_verifier, "forward", prefer_first)
+    batch = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
+    with torch.no_grad():
+        got = model.generate(batch, max_new_tokens=4)[0].mask_logits
+    assert seen["n"] == 2  # the two objects, found at -1 and not again at -3
+    want, _ = select_parts(decoded, mask_parts(decoded, (-1.0, -3.0)), torch.tensor([0.0, -1.0]), groups=[0])
+    assert torch.equal(got, want)
+    assert (got[0, 0, 1:4, 1:4] > 0).all() and not (got[0, 0, 8:] > 0).any()
+    # without the verifier, mask_one_part keeps the decoder's stronger object
+    assert (keep_one_part(decoded, -1.0)[0, 0, 9:12, 9:12] > 0).all()
+
+
+def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
+    lit = tiny_lit(presence=True, seg_prior=True, verifier=True)
+    lit.eval()
+    m, seg = lit.model, lit.model.tokens.seg
+    d = m.vision_llm.hidden_size
+    emb = torch.randn(2, m.mask_head.embed_dim, *m.mask_head.embedding_size)
+    requests = type("Requests", (), {"image_valid_masks": two_images_batch(lit).image_valid_masks})()
+    seqs = [[5, seg, 6], [seg, 6, seg]]
+    hidden = [torch.randn(len(q), d) for q in seqs]
+    with torch.no_grad():
+        got = m._seg_evidence(requests, emb, seqs, hidden, [0, 1])
+        logits, _, prior = m.decode_masks(emb[:1], hidden[0][1:2], torch.tensor([0]), None)
+        _, best = m.verify_masks(emb[:1], hidden[0][1:2], torch.tensor([0]), logits, prior)
+    assert set(got) == {0}  # two [SEG]: the head decides
+    assert got[0] == pytest.approx(float(best[0]), abs=1e-5)
+    # the verifier's probability replaces the head's for an answer with evidence; without, the head's stays
+    assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
+    assert m._presence_probability(4.0, None) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
+    assert m._presence_probability(0.0, float("-inf")) < 1e-20  # no candidate at all: absent
+    m.options.verifier_presence = False  # the head alone again (no fusion set)
+    assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
+
+
+def test_verifier_options_are_checked():
+    from grounding.model import GroundingModel, HeadOptions
+
+    model, _ = build_tiny("composed")
+    parts = dict(vision_llm=model.vision_llm, mask_head=model.mask_head, seg_projector=model.seg_projector)
+    with pytest.raises(ValueError, match="no mask_verifier"):
+        GroundingModel(**parts, options=HeadOptions(verifier=True))
+    with pytest.raises(ValueError, match="verify_thresholds"):
+        build_tiny("composed", verifier=True, verify_thresholds=())
+
+
+def test_collect_labels_candidates_and_fit_learns_them():
+    """Candidates of the hand-made sample's [SEG]s: the no-target question is teacher-forced with a [SEG] whose
+    candidates are all negative; a positive is a candidate at IoU >= 0.5 with its target. Fitting lowers the loss."""
+    from grounding.verifier_fit import collect, evaluate, fit
+
+    lit = tiny_lit(seg_prior=True, verifier=True)
+    lit.eval()
+    s = two_squares_sample()
+    data = collect(lit.model, lit.processor, [s, two_squares_sample(56, 40, "b")])
+    assert set(data.tasks) <= {"res", "rec", "gcg", "res_none"} and "res_none" in data.tasks
+    for i in range(len(data)):
+        rows = data.owner == i
+        assert rows.any()
+        if data.absent[i]:
+            assert data.tasks[i] == "res_none" and not data.labels[rows].any()
+        else:
+            assert torch.equal(data.labels[rows].bool(), data.target_iou[rows] >= 0.5)
+    assert data.features.shape == (len(data.labels), lit.model.mask_verifier.n_inputs)
+    losses = fit(lit.model.mask_verifier, data, epochs=30, lr=3e-3, states_per_step=4)
+    assert losses[-1] < 0.5 * losses[0]
+    report = evaluate(lit.model.mask_verifier, data)
+    assert "absent@0.5" in report and any(k.startswith("pick/") for k in report)
+
+
+@pytest.mark.slow
+def test_fit_verifier_command_writes_a_folder_that_loads_with_the_verifier(tmp_path):
+    from grounding.checkpoint import load_trained_weights, save_trained_folder
+    from grounding.cli import main
+    from grounding.hub import load_model
+
+    lit = tiny_lit(seg_prior=True, presence=True)
+    config = {"preset": {"class_path": "grounding.presets.TinyPreset", "init_args": {"vision_llm": "composed"}},
+              "heads": {"seg_prior": True, "presence": True},
+              "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    src = save_trained_folder(lit, tmp_path / "src", config)
+    out = tmp_path / "out"
+    assert main(["fit-verifier", "--model", str(src), "--out", str(out), "--scenes", "2", "--start", "0",
+                 "--val-scenes", "1", "--epochs", "1"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["heads"]["verifier"] is True
+    model, _ = load_model(str(out))
+    assert model.mask_verifier is not None
+    # the source's trained parts are carried over unchanged
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(src / "trained.safetensors")), load_file(str(out / "trained.safetensors"))
+    assert set(before) < set(after) and any(k.startswith("model.mask_verifier.") for k in after)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="do not exist in the model"):  # a model without a verifier refuses them
+        load_trained_weights(lit, out / "trained.safetensors")
+
+
+def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
+    from grounding.cli import main
+
+    assert main(["fit-verifier", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a trained-parts folder" in capsys.readouterr().err
