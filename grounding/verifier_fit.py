@@ -223,7 +223,9 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     from grounding.hub import DEFAULT_MODEL_DIR
 
     args = fit_verifier_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not log.handlers:  # progress lines on stderr, whatever logging the libraries set up
+        log.addHandler(logging.StreamHandler())
+    log.setLevel(logging.INFO)
     src = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
     for name in (CONFIG_FILE, TRAINED_FILE):
         if not (src / name).is_file():
