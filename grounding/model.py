@@ -93,9 +93,12 @@ class HeadOptions:
     """Decoder-logit thresholds whose parts are the verifier's candidates."""
     verifier_presence: bool = True
     """With a verifier and a presence head: an answer with one [SEG] grounds something when the verifier's best
-    probability over its candidates exceeds ``presence_threshold`` (else it is generated again from next-best
+    probability over its candidates exceeds ``verifier_threshold`` (else it is generated again from next-best
     first tokens), and an answer without [SEG] whose presence-head probability exceeds ``presence_recheck`` is
     re-checked with a [SEG] answer that the verifier must accept. Answers with several [SEG] keep the head."""
+    verifier_threshold: float | None = None
+    """With ``verifier_presence``: the verifier probability a one-[SEG] answer must exceed (None: ``presence_threshold``).
+    Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""
 
 
 @dataclass
@@ -206,6 +209,9 @@ class GroundingModel(nn.Module):
                 raise ValueError(f"presence_fusion must be (w_head, w_prior, bias), got {fusion}")
             if seg_prior is None or presence_head is None:
                 raise ValueError("presence_fusion fuses the presence head with the seg prior: set presence and seg_prior")
+        t = self.options.verifier_threshold
+        if t is not None and not 0.0 < t < 1.0:
+            raise ValueError(f"verifier_threshold must be a probability in (0, 1) or None, got {t}")
         if not 0.0 < self.options.presence_recheck < 1.0:
             raise ValueError(f"presence_recheck must be a probability in (0, 1), got {self.options.presence_recheck}")
         n_layers = len(decoder_layers(vision_llm.hf_model))
@@ -508,6 +514,14 @@ class GroundingModel(nn.Module):
             logit = w_head * head_logit + w_prior * evidence + bias
         return 1.0 / (1.0 + math.exp(-min(max(logit, -60.0), 60.0)))
 
+    def _accepts(self, prob: float, evidence: float | None) -> bool:
+        """Whether a [SEG] answer of this presence probability grounds something: above ``verifier_threshold``
+        where the verifier decided it (one [SEG], ``verifier_presence``), else above ``presence_threshold``."""
+        t = self.options.verifier_threshold
+        if t is None or evidence is None or not self._verifier_decides:
+            t = self.options.presence_threshold
+        return prob > t
+
     def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
         """Where an answer's having [SEG] disagrees with the presence probability (``HeadOptions.presence_threshold``;
         fused with the [SEG]'s seg-prior evidence with ``presence_fusion``), generate it again from the language
@@ -521,7 +535,7 @@ class GroundingModel(nn.Module):
         evidence = self._seg_evidence(batch, image_embeddings, seqs, hidden, range(len(seqs))) if fused else {}
         prob = [self._presence_probability(h, evidence.get(b)) for b, h in enumerate(heads)]
         if fused:  # an answer without [SEG] is re-checked with a [SEG] answer where the head leans towards one
-            want = [(p > opts.presence_threshold) if has_seg[b] else (p > opts.presence_recheck) for b, p in enumerate(prob)]
+            want = [self._accepts(p, evidence.get(b)) if has_seg[b] else (p > opts.presence_recheck) for b, p in enumerate(prob)]
         else:
             want = [p > opts.presence_threshold for p in prob]
         todo = [b for b in range(len(seqs)) if has_seg[b] != want[b]]
@@ -546,7 +560,7 @@ class GroundingModel(nn.Module):
                     p = self._presence_probability(heads[b], new_evidence.get(b))
                     prob[b] = p if b not in checked else max(prob[b], p)
                     checked.add(b)
-                    if p <= opts.presence_threshold:
+                    if not self._accepts(p, new_evidence.get(b)):
                         continue
                 seqs[b], hidden[b] = new_seqs[b], new_hidden[b]
             todo = [b for b in todo if (self.tokens.seg in seqs[b]) != want[b]]

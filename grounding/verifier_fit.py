@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -168,33 +169,30 @@ def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float 
 
 
 @torch.no_grad()
-def evaluate(verifier: MaskVerifier, data: VerifierData) -> dict[str, float]:
+def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5) -> dict[str, float]:
     """On collected candidates: the mean IoU with the target of the candidate the verifier picks (``pick/<task>``)
-    and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``), for questions whose object is there; and for one-target and absent questions,
-    the share the verifier's best probability calls right at 0.5 (``present@0.5``, ``absent@0.5``)."""
+    and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``), for
+    questions whose object is there; the share of one-[SEG] questions whose object is there (one target, relations,
+    boxes) that the verifier's best probability calls present at ``threshold`` (``present/<task>``), and of absent
+    objects called absent (``absent``): the trade-off ``HeadOptions.verifier_threshold`` sets in generation."""
     verifier.eval()
     scores = verifier(data.states, data.features.float(), data.owner)
     mean_logit = data.features[:, -3].float()  # MaskVerifier.features' evidence: mean decoder logit (scaled)
+    cut = math.log(threshold / (1.0 - threshold))
     out: dict[str, list[float]] = {}
-    present, absent = [], []
     for i in range(len(data)):
         rows = (data.owner == i).nonzero()[:, 0]
         best = float(scores[rows].max())
         if bool(data.absent[i]):
-            absent.append(best <= 0.0)
+            out.setdefault("absent", []).append(best <= cut)
             continue
         task = data.tasks[i]
-        if task == Task.RES.value:
-            present.append(best > 0.0)
+        if task in (Task.RES.value, Task.REASON.value, Task.REC.value):
+            out.setdefault(f"present/{task}", []).append(best > cut)
         iou = data.target_iou[rows]
         out.setdefault(f"pick/{task}", []).append(float(iou[scores[rows].argmax()]))
         out.setdefault(f"decoder/{task}", []).append(float(iou[mean_logit[rows].argmax()]))
-    res = {k: float(np.mean(v)) for k, v in sorted(out.items())}
-    if present:
-        res["present@0.5"] = float(np.mean(present))
-    if absent:
-        res["absent@0.5"] = float(np.mean(absent))
-    return res
+    return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 
 def fit_verifier_parser() -> argparse.ArgumentParser:
@@ -208,6 +206,9 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--presence-threshold", type=float, default=0.3,
+                   help="written as heads.verifier_threshold: the verifier probability a one-[SEG] answer must exceed "
+                        "to ground something (default 0.3, chosen on validation scenes; README)")
     return p
 
 
@@ -234,10 +235,14 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.scenes < 1 or args.epochs < 1:
         print("grounding fit-verifier: --scenes and --epochs must be >= 1", file=sys.stderr)
         return 2
+    if not 0.0 < args.presence_threshold < 1.0:
+        print(f"grounding fit-verifier: --presence-threshold must be in (0, 1), got {args.presence_threshold}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     config = yaml.safe_load((src / CONFIG_FILE).read_text())
     heads = dict(config.get("heads") or {})
     heads["verifier"] = True
+    heads["verifier_threshold"] = args.presence_threshold
     config["heads"] = heads
     lit = build_lit_from_config(config)
     load_trained_weights(lit, src / TRAINED_FILE)
@@ -254,7 +259,7 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     def report(epoch, loss):
         line = f"epoch {epoch + 1}: train loss {loss:.3f}"
         if held is not None:
-            line += "  val " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(model.mask_verifier, held).items())
+            line += "  val " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(model.mask_verifier, held, args.presence_threshold).items())
         print(line, flush=True)
 
     fit(model.mask_verifier, data, epochs=args.epochs, lr=args.lr, seed=args.seed, on_epoch=report)

@@ -1,7 +1,9 @@
-"""Every shipped YAML under configs/ (recursively) parses through the real CLI, and opens with its command."""
+"""Every shipped YAML under configs/ (recursively) parses through the real CLI, and opens with its command; an
+overlay (its command reads ``--config BASE --config it``) parses on top of its base, as it is run."""
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,26 @@ def test_config_parses_through_the_cli(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("#"), f"{path} must open with a comment giving the command that runs it"
     assert "grounding " in path.read_text().split("\n\n")[0], f"{path}: the opening comment names the command"
+    base = re.search(r"--config (configs/\S+\.yaml) --config configs/" + re.escape(path.name), path.read_text())
+    configs = (["--config", str(ROOT / base.group(1))] if base else []) + ["--config", str(path)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
-        lightning_cli(["fit", "--config", str(path), "--print_config"])
+        lightning_cli(["fit", *configs, "--print_config"])
     assert exc.value.code in (0, None), out.getvalue()[-2000:]
     assert "class_path" in out.getvalue()
+
+
+def test_shipped_default_model_config_is_the_recipe_with_its_verifier():
+    """The heads the shipped default model runs with are those of configs/default.yaml + configs/default_verifier.yaml
+    (what the README's evaluation command measures)."""
+    import yaml
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        lightning_cli(["test", "--config", str(ROOT / "configs/default.yaml"), "--config",
+                       str(ROOT / "configs/default_verifier.yaml"), "--print_config"])
+    recipe = yaml.safe_load(out.getvalue())["model"]["heads"]
+    shipped = yaml.safe_load((ROOT / "grounding/assets/default/config.yaml").read_text())["heads"]
+    assert shipped["verifier"] is True
+    differ = {k: (v, recipe.get(k)) for k, v in shipped.items() if recipe.get(k) != v}
+    assert not differ, differ

@@ -60,8 +60,16 @@ def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
     assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
     assert m._presence_probability(4.0, None) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
     assert m._presence_probability(0.0, float("-inf")) < 1e-20  # no candidate at all: absent
+    # the verifier's own threshold applies to the answers it decided; the head's threshold to the others
+    m.options.presence_threshold, m.options.verifier_threshold = 0.5, 0.25
+    assert m._accepts(0.3, -0.85) and not m._accepts(0.2, -1.4)
+    assert not m._accepts(0.3, None) and m._accepts(0.6, None)
+    m.options.verifier_threshold = None  # falls back to presence_threshold
+    assert not m._accepts(0.3, -0.85)
     m.options.verifier_presence = False  # the head alone again (no fusion set)
     assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
+    m.options.verifier_threshold = 0.25  # and with it the head's threshold
+    assert not m._accepts(0.3, -0.85)
 
 
 def test_verifier_options_are_checked():
@@ -73,6 +81,8 @@ def test_verifier_options_are_checked():
         GroundingModel(**parts, options=HeadOptions(verifier=True))
     with pytest.raises(ValueError, match="verify_thresholds"):
         build_tiny("composed", verifier=True, verify_thresholds=())
+    with pytest.raises(ValueError, match="verifier_threshold"):
+        build_tiny("composed", verifier=True, verifier_threshold=1.5)
 
 
 def test_collect_labels_candidates_and_fit_learns_them():
@@ -96,7 +106,14 @@ def test_collect_labels_candidates_and_fit_learns_them():
     losses = fit(lit.model.mask_verifier, data, epochs=30, lr=3e-3, states_per_step=4)
     assert losses[-1] < 0.5 * losses[0]
     report = evaluate(lit.model.mask_verifier, data)
-    assert "absent@0.5" in report and any(k.startswith("pick/") for k in report)
+    assert "absent" in report and any(k.startswith("pick/") for k in report) and any(k.startswith("present/") for k in report)
+    with torch.no_grad():
+        scores = lit.model.mask_verifier(data.states, data.features.float(), data.owner)
+    # thresholds below / above every score: everything present / absent
+    low, high = (evaluate(lit.model.mask_verifier, data, float(torch.sigmoid(x.double()))) for x in (scores.min() - 1, scores.max() + 1))
+    assert low["absent"] == 0.0 and high["absent"] == 1.0
+    assert all(low[k] == 1.0 and high[k] == 0.0 for k in low if k.startswith("present/"))
+    assert {k: v for k, v in low.items() if k.startswith("pick/")} == {k: v for k, v in high.items() if k.startswith("pick/")}
 
 
 @pytest.mark.slow
@@ -112,8 +129,9 @@ def test_fit_verifier_command_writes_a_folder_that_loads_with_the_verifier(tmp_p
     src = save_trained_folder(lit, tmp_path / "src", config)
     out = tmp_path / "out"
     assert main(["fit-verifier", "--model", str(src), "--out", str(out), "--scenes", "2", "--start", "0",
-                 "--val-scenes", "1", "--epochs", "1"]) == 0
-    assert yaml.safe_load((out / "config.yaml").read_text())["heads"]["verifier"] is True
+                 "--val-scenes", "1", "--epochs", "1", "--presence-threshold", "0.3"]) == 0
+    heads = yaml.safe_load((out / "config.yaml").read_text())["heads"]
+    assert heads["verifier"] is True and heads["verifier_threshold"] == 0.3
     model, _ = load_model(str(out))
     assert model.mask_verifier is not None
     # the source's trained parts are carried over unchanged
@@ -131,3 +149,5 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
 
     assert main(["fit-verifier", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a trained-parts folder" in capsys.readouterr().err
+    assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-threshold", "1.5"]) == 2
+    assert "--presence-threshold must be in (0, 1)" in capsys.readouterr().err
