@@ -4,7 +4,8 @@ Teacher-forces every question of held-out scenes as ``grounding fit-verifier`` d
 "Sure, it is [SEG]."), scores the decoder's candidate parts of each [SEG] with the model's verifier, and prints, for
 each threshold, the share of absent objects whose best probability stays at or below it (``absent``) and of one-target,
 relation and box questions whose object is there that it calls present (``present/<task>``), plus the mean IoU of
-the part the verifier picks (``pick/<task>``) against the highest-mean-logit part (``decoder/<task>``).
+the part the verifier picks (``pick/<task>``) against the highest-mean-logit part (``decoder/<task>``) and the best
+part among the candidates (``oracle/<task>``).
 
     python benchmarks/verifier_threshold.py --model default --split val --scenes 40
 
@@ -39,8 +40,12 @@ def main() -> None:
         for t in args.thresholds:
             report = evaluate(model.mask_verifier, data, t)
             if t == args.thresholds[0]:
-                print(f"{len(data)} [SEG] states, {len(data.labels)} candidates; part picked vs highest mean logit: "
-                      + "  ".join(f"{k[5:]} {v:.3f} vs {report['decoder/' + k[5:]]:.3f}" for k, v in report.items() if k.startswith("pick/")))
+                print(f"{len(data)} [SEG] states, {len(data.labels)} candidates; mean IoU of the part picked / of the part of"
+                      " highest mean logit / of the best part:")
+                for k, v in report.items():
+                    if k.startswith("pick/"):
+                        task = k[5:]
+                        print(f"  {task}: {v:.3f} / {report['decoder/' + task]:.3f} / {report['oracle/' + task]:.3f}")
             print(f"threshold {t:.2f}: " + "  ".join(f"{k} {v:.2f}" for k, v in report.items() if k == "absent" or k.startswith("present/")))
 
 

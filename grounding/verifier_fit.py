@@ -171,8 +171,8 @@ def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float 
 @torch.no_grad()
 def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5) -> dict[str, float]:
     """On collected candidates: the mean IoU with the target of the candidate the verifier picks (``pick/<task>``)
-    and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``), for
-    questions whose object is there; the share of one-[SEG] questions whose object is there (one target, relations,
+    and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``) and
+    the best candidate's (``oracle/<task>``: what a perfect choice would get), for questions whose object is there; the share of one-[SEG] questions whose object is there (one target, relations,
     boxes) that the verifier's best probability calls present at ``threshold`` (``present/<task>``), and of absent
     objects called absent (``absent``): the trade-off ``HeadOptions.verifier_threshold`` sets in generation."""
     verifier.eval()
@@ -192,6 +192,7 @@ def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5)
         iou = data.target_iou[rows]
         out.setdefault(f"pick/{task}", []).append(float(iou[scores[rows].argmax()]))
         out.setdefault(f"decoder/{task}", []).append(float(iou[mean_logit[rows].argmax()]))
+        out.setdefault(f"oracle/{task}", []).append(float(iou.max()))
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 

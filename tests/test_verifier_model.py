@@ -107,6 +107,9 @@ def test_collect_labels_candidates_and_fit_learns_them():
     assert losses[-1] < 0.5 * losses[0]
     report = evaluate(lit.model.mask_verifier, data)
     assert "absent" in report and any(k.startswith("pick/") for k in report) and any(k.startswith("present/") for k in report)
+    for k in (k for k in report if k.startswith("pick/")):  # the best candidate bounds both choices
+        task = k[5:]
+        assert report[f"oracle/{task}"] >= max(report[k], report[f"decoder/{task}"]) - 1e-9
     with torch.no_grad():
         scores = lit.model.mask_verifier(data.states, data.features.float(), data.owner)
     # thresholds below / above every score: everything present / absent
