@@ -8,6 +8,7 @@ the part the verifier picks (``pick/<task>``) against the highest-mean-logit par
 part among the candidates (``oracle/<task>``).
 
     python benchmarks/verifier_threshold.py --model default --split val --scenes 40
+    python benchmarks/verifier_threshold.py --model default --split val --scenes 40 --fit   # heads.verifier_fusion
 
 Choose the threshold here on validation scenes, then measure it once on the test split with ``grounding test``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 from data.synthetic import SyntheticGrounding
@@ -29,6 +31,12 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--scenes", type=int, default=40)
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    p.add_argument("--fit", action="store_true",
+                   help="also fit heads.verifier_fusion: logistic regression of 'the object is there' on the presence "
+                        "head's logit and the verifier's best logit (--fit-tasks questions vs absent ones)")
+    p.add_argument("--fit-tasks", nargs="+", default=["res"],
+                   help="present questions the fusion is fitted on (default res: one-target questions, phrased like "
+                        "the absent ones, so the fit cannot learn the question type instead of the image)")
     args = p.parse_args()
     predictor = GroundingPredictor.from_pretrained(args.model)
     model = predictor.model
@@ -47,6 +55,35 @@ def main() -> None:
                         task = k[5:]
                         print(f"  {task}: {v:.3f} / {report['decoder/' + task]:.3f} / {report['oracle/' + task]:.3f}")
             print(f"threshold {t:.2f}: " + "  ".join(f"{k} {v:.2f}" for k, v in report.items() if k == "absent" or k.startswith("present/")))
+        if args.fit:
+            fit_fusion(model, data, args.thresholds, args.fit_tasks)
+
+
+def fit_fusion(model, data, thresholds, fit_tasks) -> None:
+    """Fit (w_head, w_verifier, bias) on the collected states and print the presence rates of the fused probability."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    if data.head is None:
+        raise SystemExit("the model has no presence head: nothing to fuse")
+    scores = model.mask_verifier(data.states, data.features.float(), data.owner).float()
+    best = torch.full((len(data),), float("-inf")).scatter_reduce(0, data.owner, scores, "amax")
+    keep = [i for i in range(len(data)) if bool(data.absent[i]) or data.tasks[i] in ("res", "reason", "rec")]
+    x = torch.stack([data.head[keep], best[keep]], 1).numpy()
+    y = (~data.absent[keep]).numpy().astype(int)
+    on = np.array([bool(data.absent[i]) or data.tasks[i] in fit_tasks for i in keep])
+    lr = LogisticRegression(class_weight="balanced").fit(x[on], y[on])
+    w = (*lr.coef_[0].tolist(), float(lr.intercept_[0]))
+    fused = x @ lr.coef_[0] + lr.intercept_[0]
+    auc = lambda z: roc_auc_score(y[on], z[on])  # noqa: E731
+    print(f"fusion on {'+'.join(fit_tasks)} vs absent (w_head, w_verifier, bias) = [{w[0]:.3f}, {w[1]:.3f}, {w[2]:.3f}]; "
+          f"ROC AUC there: fused {auc(fused):.3f}, verifier {auc(x[:, 1]):.3f}, head {auc(x[:, 0]):.3f}")
+    tasks = [data.tasks[i] if y[j] else "absent" for j, i in enumerate(keep)]
+    for t in thresholds:
+        cut = float(np.log(t / (1 - t)))
+        rates = {k: np.mean([(f > cut) if k != "absent" else (f <= cut) for f, kk in zip(fused, tasks) if kk == k])
+                 for k in ("absent", "res", "reason", "rec")}
+        print(f"fused, threshold {t:.2f}: " + "  ".join(f"{k} {v:.2f}" for k, v in rates.items()))
 
 
 if __name__ == "__main__":

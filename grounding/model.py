@@ -96,6 +96,10 @@ class HeadOptions:
     probability over its candidates exceeds ``verifier_threshold`` (else it is generated again from next-best
     first tokens), and an answer without [SEG] whose presence-head probability exceeds ``presence_recheck`` is
     re-checked with a [SEG] answer that the verifier must accept. Answers with several [SEG] keep the head."""
+    verifier_fusion: tuple[float, float, float] | None = None
+    """With ``verifier_presence``: (w_head, w_verifier, bias): a one-[SEG] answer's presence probability is
+    sigmoid(w_head * presence-head logit + w_verifier * the verifier's best logit + bias) instead of the verifier's
+    alone (the head has read the question; ``benchmarks/verifier_threshold.py --fit`` fits the weights)."""
     verifier_threshold: float | None = None
     """With ``verifier_presence``: the verifier probability a one-[SEG] answer must exceed (None: ``presence_threshold``).
     Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""
@@ -209,6 +213,8 @@ class GroundingModel(nn.Module):
                 raise ValueError(f"presence_fusion must be (w_head, w_prior, bias), got {fusion}")
             if seg_prior is None or presence_head is None:
                 raise ValueError("presence_fusion fuses the presence head with the seg prior: set presence and seg_prior")
+        if self.options.verifier_fusion is not None and len(self.options.verifier_fusion) != 3:
+            raise ValueError(f"verifier_fusion must be (w_head, w_verifier, bias), got {self.options.verifier_fusion}")
         t = self.options.verifier_threshold
         if t is not None and not 0.0 < t < 1.0:
             raise ValueError(f"verifier_threshold must be a probability in (0, 1) or None, got {t}")
@@ -509,6 +515,9 @@ class GroundingModel(nn.Module):
         logit = head_logit
         if self._verifier_decides and evidence is not None:
             logit = evidence
+            vf = self.options.verifier_fusion
+            if vf is not None and math.isfinite(evidence):  # (no candidate at all, -inf: absent whatever the head)
+                logit = vf[0] * head_logit + vf[1] * evidence + vf[2]
         elif fusion is not None and evidence is not None:
             w_head, w_prior, bias = fusion
             logit = w_head * head_logit + w_prior * evidence + bias

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from data.sample import GroundingSample, GroundRef, Task
 from data.templates import segmentation_answer
+from grounding.losses import presence_scores
 from heads import MaskVerifier, mask_parts
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class VerifierData:
     """Candidates of N teacher-forced [SEG] states. ``features``: K x F (``MaskVerifier.features``), ``owner``: K
     (the state each candidate came from), ``labels``: K (1 = the state's object), ``target_iou``: K (IoU with the
     state's own target), ``states``: N x D, ``tasks``: N task names, ``absent``: N (the question's object is not
-    in the image). States whose mask has no candidate are left out."""
+    in the image), ``head``: N presence-head logits of each state's question (None: no presence head). States whose
+    mask has no candidate are left out."""
 
     features: torch.Tensor
     owner: torch.Tensor
@@ -57,6 +59,7 @@ class VerifierData:
     states: torch.Tensor
     tasks: list[str]
     absent: torch.Tensor
+    head: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -87,7 +90,7 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
     """Teacher-force every question of each sample and cut each [SEG]'s decoded mask into the verifier's
     candidates (see the module docstring). Samples without targets are skipped."""
     verifier: MaskVerifier = model.mask_verifier
-    feats, owner, labels, own_iou, states, tasks, absent_flags = [], [], [], [], [], [], []
+    feats, owner, labels, own_iou, states, tasks, absent_flags, head = [], [], [], [], [], [], [], []
     started = time.monotonic()
     for n, sample in enumerate(samples):
         if not sample.targets or not sample.turns:
@@ -98,6 +101,10 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
         if f.mask_logits is None:
             continue
         geo = batch.geometries[0]
+        heads = None  # the presence head's logit of each question (it reads the question, not the forced answer)
+        if f.presence_logits is not None:
+            valid = batch.image_valid_masks[:1].expand(len(f.presence_logits), -1, -1)
+            heads = presence_scores(f.presence_logits.float(), valid.to(f.presence_logits.device)).cpu()
         gts = torch.from_numpy(np.stack([geo.mask_to_input(t.mask) for t in sample.targets]))  # O x S x S
         seg_turn = [(k, g.index) for k, t in enumerate(forced.turns) for g in processor._seg_parts(t, forced)]
         cands = mask_parts(f.mask_logits, model.options.verify_thresholds)
@@ -129,12 +136,14 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
             states.append(f.seg_hidden[j].float())
             tasks.append(turn.task.value)
             absent_flags.append(absent[k])
+            head.append(float(heads[k]) if heads is not None and k < len(heads) else float("nan"))
         if log_every and (n + 1) % log_every == 0:
             log.info("collected %d scenes, %d [SEG] states (%.0f s)", n + 1, len(states), time.monotonic() - started)
     if not states:
         raise ValueError("no candidates collected: the samples have no [SEG] answers whose masks have parts")
     return VerifierData(torch.cat(feats), torch.cat(owner), torch.cat(labels), torch.cat(own_iou),
-                        torch.stack(states), tasks, torch.tensor(absent_flags))
+                        torch.stack(states), tasks, torch.tensor(absent_flags),
+                        None if all(math.isnan(h) for h in head) else torch.tensor(head))
 
 
 def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float = 1e-3, weight_decay: float = 0.01,

@@ -66,6 +66,11 @@ def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
     assert not m._accepts(0.3, None) and m._accepts(0.6, None)
     m.options.verifier_threshold = None  # falls back to presence_threshold
     assert not m._accepts(0.3, -0.85)
+    m.options.verifier_fusion = (1.0, 0.5, -1.0)  # the head and the verifier together
+    assert m._presence_probability(2.0, -2.0) == pytest.approx(0.5)
+    assert m._presence_probability(-1.0, 4.0) == pytest.approx(float(torch.sigmoid(torch.tensor(0.0))))
+    assert m._presence_probability(9.0, float("-inf")) < 1e-20  # no candidate: absent whatever the head says
+    m.options.verifier_fusion = None
     m.options.verifier_presence = False  # the head alone again (no fusion set)
     assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
     m.options.verifier_threshold = 0.25  # and with it the head's threshold
@@ -83,6 +88,8 @@ def test_verifier_options_are_checked():
         build_tiny("composed", verifier=True, verify_thresholds=())
     with pytest.raises(ValueError, match="verifier_threshold"):
         build_tiny("composed", verifier=True, verifier_threshold=1.5)
+    with pytest.raises(ValueError, match="verifier_fusion"):
+        build_tiny("composed", verifier=True, verifier_fusion=(1.0, 2.0))
 
 
 def test_collect_labels_candidates_and_fit_learns_them():
@@ -94,6 +101,7 @@ def test_collect_labels_candidates_and_fit_learns_them():
     lit.eval()
     s = two_squares_sample()
     data = collect(lit.model, lit.processor, [s, two_squares_sample(56, 40, "b")])
+    assert data.head is None  # no presence head
     assert set(data.tasks) <= {"res", "rec", "gcg", "res_none"} and "res_none" in data.tasks
     for i in range(len(data)):
         rows = data.owner == i
@@ -117,6 +125,26 @@ def test_collect_labels_candidates_and_fit_learns_them():
     assert low["absent"] == 0.0 and high["absent"] == 1.0
     assert all(low[k] == 1.0 and high[k] == 0.0 for k in low if k.startswith("present/"))
     assert {k: v for k, v in low.items() if k.startswith("pick/")} == {k: v for k, v in high.items() if k.startswith("pick/")}
+
+
+def test_collect_records_the_presence_head_logit_of_each_question():
+    """With a presence head, each collected state carries its question's head logit: the presence map's largest
+    logit of that turn in the teacher-forced forward (the question's, whatever answer is forced)."""
+    from grounding.losses import presence_scores
+    from grounding.verifier_fit import _with_absent_seg, collect
+
+    lit = tiny_lit(seg_prior=True, presence=True, verifier=True)
+    lit.eval()
+    s = two_squares_sample()
+    with torch.no_grad():
+        data = collect(lit.model, lit.processor, [s])
+        forced, _ = _with_absent_seg(s)
+        batch = lit.processor.collate([lit.processor.encode(forced)])
+        f = lit.model(batch)
+        want = presence_scores(f.presence_logits.float(), batch.image_valid_masks[:1].expand(len(f.presence_logits), -1, -1))
+    assert data.head is not None and data.head.shape == (len(data),) and torch.isfinite(data.head).all()
+    assert {round(float(h), 4) for h in data.head} <= {round(float(w), 4) for w in want}
+
 
 
 @pytest.mark.slow
