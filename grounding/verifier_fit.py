@@ -1,7 +1,7 @@
 """Fit the mask verifier (``heads.MaskVerifier``) on a frozen model's own candidates: ``grounding fit-verifier``.
 
-    grounding fit-verifier --model default --out outputs/verifier            # ~40 min on 2 CPU cores
-    grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier
+    grounding fit-verifier --model outputs/default/model --out outputs/default/verified   # ~54 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # half the scenes
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
 absent object with a one-target answer, "Sure, it is [SEG].", so that its [SEG] state asks for something that
@@ -15,7 +15,9 @@ the rest of the model is frozen and unchanged.
 The scenes must be new to the model (the default ``--start`` is past the 800 training scenes of
 ``configs/default.yaml``): the decoder is surer on scenes it was trained on, and the verifier must learn from
 candidates like those it will see. The output is a trained-parts folder: the source model's trained parts plus
-the verifier, with ``heads.verifier: true`` in its config.
+the verifier, with ``heads.verifier: true`` and ``heads.verifier_threshold`` in its config. The shipped default
+model also fuses the verifier's presence call with the presence head (``heads.verifier_fusion``), whose weights
+``benchmarks/verifier_threshold.py --fit`` fits on validation scenes.
 """
 
 from __future__ import annotations
