@@ -537,7 +537,7 @@ class GroundingModel(nn.Module):
         model's next-best first tokens (up to ``presence_retries``) and keep the first answer that agrees (in place).
         Returns each row's presence probability (of the answer kept, or of the best [SEG] answer checked)."""
         opts = self.options
-        # (__init__ made sure there is a seg prior to fuse)
+        # evidence from the verifier, or from the seg prior (__init__ made sure there is one to fuse)
         fused = opts.presence_fusion is not None or self._verifier_decides
         heads = presence.float().tolist()
         has_seg = [self.tokens.seg in seq for seq in seqs]
