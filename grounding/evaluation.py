@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from data.sample import GroundingSample, RegionRef, Task, Turn
+from grounding.describe import describe_phrases
 from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
@@ -126,7 +127,13 @@ class Evaluator:
         emb = None
         if image_embeddings is not None:
             emb = image_embeddings[[b for b, _ in owners]]
+        describe = self.model.options.describe_phrases
+        if describe and emb is None:  # generate would encode the images itself; the region questions need them too
+            emb = self.model.encode_images(batch.sam_images, batch.image_keys)
         answers = self.model.generate(batch, max_new_tokens=self.config.max_new_tokens, image_embeddings=emb)
+        if describe:
+            images = [samples[b].image for b, _ in owners]
+            describe_phrases(self.model, self.processor, images, answers, batch.geometries, emb)
         out = []
         for (b, turn), ans, geo in zip(owners, answers, batch.geometries):
             masks = []

@@ -27,6 +27,7 @@ import torch
 
 from data.sample import Turn
 from data.transforms import as_rgb_uint8
+from grounding.describe import describe_phrases
 from grounding.errors import GroundingError, InvalidImageError, InvalidPromptError, InvalidRegionError
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
@@ -249,6 +250,8 @@ class GroundingPredictor:
             emb = embedding.expand(len(reqs), -1, -1, -1)
         t1 = time.perf_counter()
         answers = self.model.generate(batch, max_new_tokens=max_new_tokens or self.max_new_tokens, image_embeddings=emb)
+        if self.model.options.describe_phrases:  # caption phrases named again from their masks (grounding.describe)
+            describe_phrases(self.model, self.processor, imgs, answers, batch.geometries, emb)
         t2 = time.perf_counter()
         results = []
         for i, (ans, prompt) in enumerate(zip(answers, prompts)):

@@ -1,0 +1,144 @@
+"""HeadOptions.describe_phrases: caption phrases named again by region questions about their own masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny
+from grounding.describe import answer_phrase, describe_phrases
+from grounding.evaluation import Evaluator
+from grounding.model import GeneratedAnswer
+from grounding.parse import parse_answer
+from grounding.tokens import REGION
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("It is a red circle.", "a red circle"),
+        ("it's a small blue star!", "a small blue star"),
+        ("This is the large hexagon", "the large hexagon"),
+        ("A yellow square.", "a yellow square"),
+        ("UFO", "UFO"),
+        ("It is.", None),
+        ("  ", None),
+        ("It is <p>a red circle</p>", None),
+    ],
+)
+def test_answer_phrase_keeps_the_noun_phrase(text, want):
+    assert answer_phrase(text) == want
+
+
+def _caption(model, geo, empty_second: bool = False) -> GeneratedAnswer:
+    """A caption of two phrases with their [SEG] masks: the first over input pixels 2..5 x 3..9 (rows x cols), the
+    second over 10..13 x 8..15, or empty."""
+    s = geo.input_size
+    logits = torch.full((2, 1, s, s), -8.0)
+    logits[0, 0, 2:6, 3:10] = 5.0
+    if not empty_second:
+        logits[1, 0, 10:14, 8:16] = 5.0
+    text = "The image shows <p>a green triangle</p> [SEG] and <p>a green triangle</p> [SEG] on a plain background."
+    h, w = geo.original_hw
+    return GeneratedAnswer(text, parse_answer(text, model.box_codec, (w, h)), [], logits, torch.ones(2))
+
+
+def _fake_region_answers(model, replies, seen):
+    def generate(batch, max_new_tokens=64, image_embeddings=None, **kw):
+        seen["regions"] = [r.clone() for r in batch.regions]
+        seen["prompts"] = [model.tokenizer.decode(ids) for ids in batch.input_ids]
+        seen["emb"] = image_embeddings
+        h, w = batch.geometries[0].original_hw
+        return [GeneratedAnswer(t, parse_answer(t, model.box_codec, (w, h)), [], None, None) for t in replies[: batch.batch_size]]
+
+    return generate
+
+
+def test_each_grounded_phrase_is_named_from_the_region_of_its_own_mask(monkeypatch, sample):
+    model, proc = build_tiny("composed")
+    req = proc.encode_request(sample.image, "Describe the image with grounded phrases.")
+    geo = req.geometry
+    ans = _caption(model, geo)
+    masks_before = ans.mask_logits.clone()
+    seen = {}
+    monkeypatch.setattr(model, "generate", _fake_region_answers(model, ["It is a red square.", "It is a blue square."], seen))
+    emb = torch.randn(1, 4, 2, 2)
+    n = describe_phrases(model, proc, [sample.image], [ans], [geo], emb)
+    assert n == 2
+    # one region question per phrase, each about the box of its own mask (in the model's input frame)
+    assert all(f"What is in {REGION}?" in p for p in seen["prompts"])
+    got = torch.cat(seen["regions"]).numpy()
+    full = geo.logits_to_original(masks_before.float()).numpy()[:, 0] > 0
+    for k in range(2):
+        ys, xs = np.nonzero(full[k])
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        np.testing.assert_allclose(got[k], geo.boxes_to_input(box)[0], atol=1e-4)
+    assert seen["emb"].shape[0] == 2  # the answer's image embedding, once per question
+    assert ans.text == "The image shows <p>a red square</p> [SEG] and <p>a blue square</p> [SEG] on a plain background."
+    assert [s.phrase for s in ans.parsed.segments] == ["a red square", "a blue square"]
+    assert [s.seg_index for s in ans.parsed.segments] == [0, 1]
+    assert torch.equal(ans.mask_logits, masks_before)
+
+
+def test_a_phrase_whose_mask_is_empty_or_whose_answer_names_nothing_is_kept(monkeypatch, sample):
+    model, proc = build_tiny("composed")
+    geo = proc.encode_request(sample.image, "Describe the image.").geometry
+    ans = _caption(model, geo, empty_second=True)
+    seen = {}
+    monkeypatch.setattr(model, "generate", _fake_region_answers(model, ["It is."], seen))
+    assert describe_phrases(model, proc, [sample.image], [ans], [geo], torch.randn(1, 4, 2, 2)) == 1
+    assert [s.phrase for s in ans.parsed.segments] == ["a green triangle", "a green triangle"]
+    # answers without phrases (referring segmentation) ask nothing
+    plain = GeneratedAnswer("Sure, it is [SEG].", parse_answer("Sure, it is [SEG].", model.box_codec, (64, 48)), [],
+                            torch.zeros(1, 1, geo.input_size, geo.input_size), torch.ones(1))
+    assert describe_phrases(model, proc, [sample.image], [plain], [geo], torch.randn(1, 4, 2, 2)) == 0
+
+
+def test_the_evaluator_scores_the_described_phrases(monkeypatch, sample):
+    """With the option on, the evaluator's GCG pairs carry the region answers' phrases (what the predictor returns)."""
+    model, proc = build_tiny("composed", describe_phrases=True)
+    gcg = [t for t in sample.turns if t.task.value == "gcg"][0]
+    one = type(sample)(sample.image, [gcg], sample.targets, sample.regions, source=sample.source)
+    geo = proc.encode_request(sample.image, gcg).geometry
+    calls = []
+    region = _fake_region_answers(model, ["It is a red square.", "It is a blue square."], {})
+
+    def generate(batch, max_new_tokens=64, image_embeddings=None, **kw):
+        calls.append(batch.batch_size)
+        if len(calls) == 1:
+            return [_caption(model, geo)]
+        return region(batch, max_new_tokens, image_embeddings)
+
+    monkeypatch.setattr(model, "generate", generate)
+    ev = Evaluator(model, proc)
+    ev.update([one])
+    assert calls == [1, 2]
+    assert [p for p, _ in ev.gcg_pred[0]] == ["a red square", "a blue square"]
+
+
+def test_describe_phrases_needs_the_region_encoder():
+    with pytest.raises(ValueError, match="describe_phrases.*region encoder"):
+        build_tiny("composed", describe_phrases=True, region_encoder=False)
+
+
+def test_the_predictor_returns_the_described_phrases(monkeypatch, sample):
+    """GroundingPredictor (API, CLI, server) asks the same region questions and returns their phrases with the masks."""
+    from grounding.predictor import GroundingPredictor
+
+    model, proc = build_tiny("composed", describe_phrases=True)
+    pred = GroundingPredictor(model, proc)
+    geo = proc.encode_request(sample.image, "Describe the image.").geometry
+    region = _fake_region_answers(model, ["It is a red square.", "It is a blue square."], {})
+    calls = []
+
+    def generate(batch, max_new_tokens=64, image_embeddings=None, **kw):
+        calls.append(batch.batch_size)
+        return [_caption(model, geo)] if len(calls) == 1 else region(batch, max_new_tokens, image_embeddings)
+
+    monkeypatch.setattr(model, "generate", generate)
+    r = pred.predict(sample.image, "Describe the image with grounded phrases.")
+    assert calls == [1, 2]
+    assert [s.phrase for s in r.segments] == ["a red square", "a blue square"]
+    assert r.text == "The image shows a red square and a blue square on a plain background."
+    assert all(s.mask is not None and s.mask.any() for s in r.segments)
