@@ -77,30 +77,6 @@ def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
     assert not m._accepts(0.3, -0.85)
 
 
-def test_verifier_presence_several_decides_answers_with_several_seg_by_their_best_seg(monkeypatch):
-    """With verifier_presence_several, "all the blue shapes" answered with two [SEG] gets evidence too: the largest
-    of its [SEG]s' best verifier logits (so it is held to the fused threshold, not to the head alone)."""
-    lit = tiny_lit(presence=True, seg_prior=True, verifier=True, verifier_presence_several=True)
-    lit.eval()
-    m, seg = lit.model, lit.model.tokens.seg
-    d = m.vision_llm.hidden_size
-    emb = torch.randn(2, m.mask_head.embed_dim, *m.mask_head.embedding_size)
-    requests = type("Requests", (), {"image_valid_masks": two_images_batch(lit).image_valid_masks})()
-    seqs = [[5, seg, 6], [seg, 6, seg], [5, 6]]
-    hidden = [torch.randn(len(q), d) for q in seqs]
-    with torch.no_grad():
-        got = m._seg_evidence(requests, emb, seqs, hidden, [0, 1, 2])
-        states = hidden[1][[0, 2]]
-        logits, _, prior = m.decode_masks(emb[[1, 1]], states, torch.tensor([0, 1]), None)
-        _, best = m.verify_masks(emb[[1, 1]], states, torch.tensor([0, 1]), logits, prior)
-    assert set(got) == {0, 1}  # no [SEG]: no evidence
-    assert best[0] != best[1]
-    assert got[1] == pytest.approx(float(best.max()), abs=1e-5)
-    m.options.verifier_presence_several = False
-    with torch.no_grad():
-        assert set(m._seg_evidence(requests, emb, seqs, hidden, [0, 1, 2])) == {0}
-
-
 def test_verifier_options_are_checked():
     from grounding.model import GroundingModel, HeadOptions
 
