@@ -97,7 +97,7 @@ class HeadOptions:
     first tokens), and an answer without [SEG] whose presence-head probability exceeds ``presence_recheck`` is
     re-checked with a [SEG] answer that the verifier must accept. Answers with several [SEG] keep the head (at
     ``presence_threshold``): the verifier, fitted with absent objects asked in the singular, scores the [SEG]s of
-    "all the blue shapes" about absent blue shapes high too (best logit > 0 in 11 of 15 such answers on 150
+    "all the blue shapes" about absent blue shapes high too (best logit > 0 in 12 of 15 such answers on 150
     validation scenes), so letting it decide them called only 2 more of 150 absent objects absent."""
     verifier_fusion: tuple[float, float, float] | None = None
     """With ``verifier_presence``: (w_head, w_verifier, bias): a one-[SEG] answer's presence probability is
