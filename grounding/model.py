@@ -106,11 +106,29 @@ class HeadOptions:
     verifier_threshold: float | None = None
     """With ``verifier_presence``: the verifier probability a one-[SEG] answer must exceed (None: ``presence_threshold``).
     Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""
+    min_mask_cells: float | None = None
+    """In generation, a [SEG] mask (``logits > 0``) covering less of the input frame than this many cells of the image
+    embedding is emptied (``empty_specks``): a speck the encoder cannot have resolved as an object (a 64 x 64
+    embedding: 1 cell = 1/4096 of the frame). None: masks are kept whatever their size."""
     describe_phrases: bool = False
     """Each ``<p>phrase</p>`` that grounds a [SEG] (grounded captions) is re-written from the model's answer to
     "What is in <region>?" about the box of that [SEG]'s own mask (``grounding.describe``): the region encoder
     names an object from SAM's features better than the language model does from its pooled image tokens. Done
     by ``GroundingPredictor`` and the ``Evaluator`` after ``generate``; needs the region encoder."""
+
+
+def empty_specks(logits: torch.Tensor, min_fraction: float) -> torch.Tensor:
+    """N x 1 x h x w mask logits with every non-empty mask (``logits > 0``) covering less than ``min_fraction`` of
+    the frame made empty (its logits shifted down until the largest is just below 0: the order of its pixels, so the
+    box of an empty mask from its most confident pixel, is kept)."""
+    frac = (logits > 0).flatten(1).float().mean(1)
+    small = (frac > 0) & (frac < min_fraction)
+    if not small.any():
+        return logits
+    out = logits.clone()
+    top = out[small].flatten(1).amax(1).view(-1, 1, 1, 1)
+    out[small] = out[small] - top - 1e-3
+    return out
 
 
 @dataclass
@@ -430,6 +448,8 @@ class GroundingModel(nn.Module):
                 logits, _ = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index)
             elif self.options.mask_one_part is not None:
                 logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
+            if self.options.min_mask_cells:
+                logits = empty_specks(logits, self.options.min_mask_cells / math.prod(self.mask_head.embedding_size))
             start = 0
             for a, k in zip(answers, counts):
                 if k:

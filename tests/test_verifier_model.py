@@ -182,3 +182,34 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
     assert "not a trained-parts folder" in capsys.readouterr().err
     assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-threshold", "1.5"]) == 2
     assert "--presence-threshold must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_empty_specks_empties_masks_below_the_fraction_and_keeps_their_order():
+    from grounding.model import empty_specks
+
+    logits = torch.full((3, 1, 16, 16), -4.0)
+    logits[0, 0, 2:8, 2:8] = 3.0  # 36 of 256 pixels: kept
+    logits[1, 0, 5, 5], logits[1, 0, 9, 9] = 2.0, 1.0  # 2 pixels: a speck
+    got = empty_specks(logits, 4 / 256)
+    assert torch.equal(got[0], logits[0]) and torch.equal(got[2], logits[2])  # big and empty masks untouched
+    assert not (got[1] > 0).any()
+    assert int(got[1].flatten().argmax()) == 5 * 16 + 5  # its most confident pixel stays the most confident
+    assert float(got[1, 0, 5, 5] - got[1, 0, 9, 9]) == pytest.approx(1.0)
+    assert empty_specks(logits, 1 / 256) is logits  # nothing below the fraction: no copy
+
+
+def test_generate_empties_a_speck_mask_with_min_mask_cells(monkeypatch, sample):
+    model, proc = build_tiny("composed", min_mask_cells=1.0)
+    seg = model.tokens.seg
+    s = model.mask_head.embedding_size
+    decoded = torch.full((1, 1, 4 * s[0], 4 * s[1]), -5.0)
+    decoded[0, 0, 3, 3] = 2.0  # one pixel of 16 x 16 per cell: below one embedding cell
+    monkeypatch.setattr(model, "_generate_tokens", lambda *a: ([[7, seg]], [torch.randn(2, model.vision_llm.hidden_size)], None))
+    monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (decoded.clone(), torch.ones(1, 1), None))
+    batch = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
+    with torch.no_grad():
+        got = model.generate(batch, max_new_tokens=4)[0].mask_logits
+    assert not (got > 0).any()
+    model.options.min_mask_cells = None
+    with torch.no_grad():
+        assert (model.generate(batch, max_new_tokens=4)[0].mask_logits > 0).sum() == 1
