@@ -19,7 +19,7 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from data.masks import dominant_box
-from heads import keep_one_part, mask_parts, select_parts
+from heads import empty_specks, keep_one_part, mask_parts, select_parts
 from grounding.feature_cache import FeatureCache
 from grounding.losses import presence_scores
 from grounding.parse import ParsedAnswer, parse_answer
@@ -108,27 +108,13 @@ class HeadOptions:
     Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""
     min_mask_cells: float | None = None
     """In generation, a [SEG] mask (``logits > 0``) covering less of the input frame than this many cells of the image
-    embedding is emptied (``empty_specks``): a speck the encoder cannot have resolved as an object (a 64 x 64
+    embedding is emptied (``heads.empty_specks``): a speck the encoder cannot have resolved as an object (a 64 x 64
     embedding: 1 cell = 1/4096 of the frame). None: masks are kept whatever their size."""
     describe_phrases: bool = False
     """Each ``<p>phrase</p>`` that grounds a [SEG] (grounded captions) is re-written from the model's answer to
     "What is in <region>?" about the box of that [SEG]'s own mask (``grounding.describe``): the region encoder
     names an object from SAM's features better than the language model does from its pooled image tokens. Done
     by ``GroundingPredictor`` and the ``Evaluator`` after ``generate``; needs the region encoder."""
-
-
-def empty_specks(logits: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    """N x 1 x h x w mask logits with every non-empty mask (``logits > 0``) covering less than ``min_fraction`` of
-    the frame made empty (its logits shifted down until the largest is just below 0: the order of its pixels, so the
-    box of an empty mask from its most confident pixel, is kept)."""
-    frac = (logits > 0).flatten(1).float().mean(1)
-    small = (frac > 0) & (frac < min_fraction)
-    if not small.any():
-        return logits
-    out = logits.clone()
-    top = out[small].flatten(1).amax(1).view(-1, 1, 1, 1)
-    out[small] = out[small] - top - 1e-3
-    return out
 
 
 @dataclass
@@ -228,6 +214,8 @@ class GroundingModel(nn.Module):
         if self.options.verifier and not self.options.verify_thresholds:
             raise ValueError("HeadOptions.verify_thresholds must hold at least one threshold")
         self.mask_verifier = mask_verifier
+        if self.options.min_mask_cells is not None and self.options.min_mask_cells < 0:
+            raise ValueError(f"min_mask_cells must be >= 0 or None, got {self.options.min_mask_cells}")
         if self.options.describe_phrases and region_encoder is None:
             raise ValueError("HeadOptions.describe_phrases asks region questions: it needs the region encoder (region_encoder: true)")
         t = self.options.presence_threshold

@@ -132,6 +132,20 @@ class MaskPrediction:
     iou: Tensor
 
 
+def empty_specks(logits: Tensor, min_fraction: float) -> Tensor:
+    """N x 1 x h x w mask logits with every non-empty mask (``logits > 0``) covering less than ``min_fraction`` of
+    the frame made empty (its logits shifted down until the largest is just below 0: the order of its pixels, so the
+    box of an empty mask from its most confident pixel, is kept)."""
+    frac = (logits > 0).flatten(1).float().mean(1)
+    small = (frac > 0) & (frac < min_fraction)
+    if not small.any():
+        return logits
+    out = logits.clone()
+    top = out[small].flatten(1).amax(1).view(-1, 1, 1, 1)
+    out[small] = out[small] - top - 1e-3
+    return out
+
+
 def keep_one_part(logits: Tensor, threshold: float, groups: Sequence[int] | None = None) -> Tensor:
     """Cut each of N x 1 x h x w mask logits to one object: of the 8-connected parts of ``logits > threshold``
     the one with the highest mean logit is kept. ``groups``: N ids (say, the answer each mask belongs to); masks

@@ -90,6 +90,8 @@ def test_verifier_options_are_checked():
         build_tiny("composed", verifier=True, verifier_threshold=1.5)
     with pytest.raises(ValueError, match="verifier_fusion"):
         build_tiny("composed", verifier=True, verifier_fusion=(1.0, 2.0))
+    with pytest.raises(ValueError, match="min_mask_cells"):
+        build_tiny("composed", min_mask_cells=-1.0)
 
 
 def test_collect_labels_candidates_and_fit_learns_them():
@@ -185,7 +187,7 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
 
 
 def test_empty_specks_empties_masks_below_the_fraction_and_keeps_their_order():
-    from grounding.model import empty_specks
+    from heads import empty_specks
 
     logits = torch.full((3, 1, 16, 16), -4.0)
     logits[0, 0, 2:8, 2:8] = 3.0  # 36 of 256 pixels: kept
