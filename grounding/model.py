@@ -19,12 +19,12 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from data.masks import dominant_box
-from heads import empty_specks, keep_one_part, mask_parts, select_parts
+from heads import empty_specks, keep_one_part, mask_parts, select_parts, uncovered_parts
 from grounding.feature_cache import FeatureCache
 from grounding.losses import presence_scores
 from grounding.parse import ParsedAnswer, parse_answer
 from grounding.processor import IGNORE_INDEX, GroundingBatch
-from grounding.tokens import BOX_END, BOX_START, SEG, GroundingTokenIds
+from grounding.tokens import BOX_END, BOX_START, PHRASE_END, PHRASE_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM, decoder_layers
 
 
@@ -115,6 +115,17 @@ class HeadOptions:
     "What is in <region>?" about the box of that [SEG]'s own mask (``grounding.describe``): the region encoder
     names an object from SAM's features better than the language model does from its pooled image tokens. Done
     by ``GroundingPredictor`` and the ``Evaluator`` after ``generate``; needs the region encoder."""
+    complete_captions: bool = False
+    """In generation, an answer that grounds phrases (``<p>phrase</p> [SEG]``: a grounded caption) is completed with
+    the objects its presence map finds that none of its masks covers (``heads.uncovered_parts``: parts of the map's
+    logits > 0, at most half covered, at least 0.4% of the frame): each becomes ``, <p>an object</p> [SEG]`` after
+    the answer's last [SEG], with that part as its mask (``describe_phrases`` then names it). The presence head is
+    trained to map the union of an answer's masks, so for a caption it maps every object the caption should
+    ground, whether or not the language model wrote a phrase for it. Needs the presence head."""
+
+
+COMPLETED_PHRASE = "an object"
+"""The phrase of an object added by ``HeadOptions.complete_captions`` (``describe_phrases`` names it)."""
 
 
 @dataclass
@@ -146,6 +157,7 @@ class GeneratedAnswer:
     mask_logits: torch.Tensor | None
     scores: torch.Tensor | None
     presence: float | None = None  # presence head's probability that the answer grounds something (HeadOptions.presence)
+    presence_map: torch.Tensor | None = None  # 1 x h x w presence-head logits over the input frame (embedding grid)
 
 
 def seg_state_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
@@ -216,6 +228,8 @@ class GroundingModel(nn.Module):
         self.mask_verifier = mask_verifier
         if self.options.min_mask_cells is not None and self.options.min_mask_cells < 0:
             raise ValueError(f"min_mask_cells must be >= 0 or None, got {self.options.min_mask_cells}")
+        if self.options.complete_captions and presence_head is None:
+            raise ValueError("HeadOptions.complete_captions reads the presence map: it needs the presence head (presence: true)")
         if self.options.describe_phrases and region_encoder is None:
             raise ValueError("HeadOptions.describe_phrases asks region questions: it needs the region encoder (region_encoder: true)")
         t = self.options.presence_threshold
@@ -398,7 +412,8 @@ class GroundingModel(nn.Module):
         if image_embeddings is None:
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
-        presence = self._presence(batch, image_embeddings, hidden)
+        maps = self._presence_maps(image_embeddings, hidden)
+        presence = None if maps is None else presence_scores(maps, batch.image_valid_masks.to(maps.device))
         if presence is None:
             prob = None
         elif self.options.presence_threshold is None:  # reported only
@@ -424,7 +439,8 @@ class GroundingModel(nn.Module):
                 box = box_by_seg.get(j)
                 all_boxes.append(geo.boxes_to_input(box)[0] if box is not None else np.full(4, np.nan, np.float32))
             counts.append(k)
-            answers.append(GeneratedAnswer(text, parsed, seq, None, None, None if prob is None else prob[b]))
+            answers.append(GeneratedAnswer(text, parsed, seq, None, None, None if prob is None else prob[b],
+                                           None if maps is None else maps[b]))
         if all_hidden:
             dev = image_embeddings.device
             states = torch.stack(all_hidden)
@@ -444,6 +460,10 @@ class GroundingModel(nn.Module):
                     a.mask_logits = logits[start : start + k]
                     a.scores = iou[start : start + k, 0]
                 start += k
+            if self.options.complete_captions:
+                valid = batch.image_valid_masks
+                for b, a in enumerate(answers):
+                    self._complete_caption(a, valid[b], batch.geometries[b])
             for a, geo in zip(answers, batch.geometries):
                 self._write_seg_boxes(a, geo)
         return answers
@@ -490,14 +510,40 @@ class GroundingModel(nn.Module):
             seqs.append(seq[: next((t for t, i in enumerate(seq) if i in stop), len(seq))])
         return seqs, list(gen.hidden), control.first
 
-    def _presence(self, batch, image_embeddings, hidden) -> torch.Tensor | None:
-        """Presence logits B from the states that predicted each answer's first token, or None (no head)."""
+    def _presence_maps(self, image_embeddings, hidden) -> torch.Tensor | None:
+        """Presence maps B x 1 x h x w from the states that predicted each answer's first token (the state that has
+        read the question; a forced first token does not change it), or None (no head)."""
         if self.presence_head is None or any(h.shape[0] == 0 for h in hidden):
             return None
         dev = image_embeddings.device
         first = torch.stack([h[0] for h in hidden])
-        maps = self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
-        return presence_scores(maps, batch.image_valid_masks.to(dev))
+        return self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
+
+    def _complete_caption(self, answer: GeneratedAnswer, valid: torch.Tensor, geometry) -> None:
+        """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
+        of its masks covers is appended as ``, <p>an object</p> [SEG]`` after its last [SEG], with that part as
+        its mask (logits: the map's inside the part, ``-|map|`` outside); ``scores`` get the part's mean
+        probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
+        if answer.presence_map is None or answer.mask_logits is None or len(answer.mask_logits) != answer.parsed.num_seg:
+            return
+        if not any(s.phrase is not None and s.seg_index is not None for s in answer.parsed.segments):
+            return
+        low = answer.mask_logits
+        hw = low.shape[-2:]
+        m = F.interpolate(answer.presence_map[None].float(), hw, mode="bilinear", align_corners=False)[0, 0]
+        ok = F.interpolate(valid[None, None].float(), hw, mode="nearest")[0, 0].to(m.device) > 0.5
+        parts = uncovered_parts(m, (low > 0).any(0)[0].to(m.device), ok)
+        if not parts:
+            return
+        new = torch.stack([torch.where(p, m, -m.abs()) for p in parts])[:, None].to(low.dtype)
+        answer.mask_logits = torch.cat([low, new.to(low.device)])
+        prob = torch.stack([torch.sigmoid(m[p]).mean() for p in parts]).to(answer.scores.device, answer.scores.dtype)
+        answer.scores = torch.cat([answer.scores, prob])
+        at = answer.text.rfind(SEG) + len(SEG)
+        added = "".join(f", {PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}" for _ in parts)
+        answer.text = answer.text[:at] + added + answer.text[at:]
+        h, w = geometry.original_hw
+        answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))
 
     def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:
         """{row: the evidence of its answer's [SEG] state} for the given rows whose answer has exactly one [SEG]: the

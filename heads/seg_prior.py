@@ -77,3 +77,43 @@ class _ContextBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.mix(nn.functional.gelu(self.spatial(x)))
+
+
+def uncovered_parts(
+    map_logits: Tensor,
+    covered: Tensor,
+    valid: Tensor | None = None,
+    min_fraction: float = 0.004,
+    max_covered: float = 0.5,
+) -> list[Tensor]:
+    """The objects a map finds that no mask covers: the 8-connected parts of ``map_logits > 0`` (h x w logits,
+    e.g. a presence map upsampled to the masks' frame) of which at most ``max_covered`` lies inside ``covered``
+    (h x w bool, the union of the masks already there), each without its covered pixels, kept when that remainder
+    is at least ``min_fraction`` of the frame. ``valid``: h x w bool, False on padding (never part of a part).
+    Returns bool h x w masks, strongest part (largest logit) first."""
+    import cv2
+    import numpy as np
+
+    if map_logits.dim() != 2 or covered.shape != map_logits.shape:
+        raise ValueError(f"uncovered_parts takes h x w logits and an h x w covered mask, got {tuple(map_logits.shape)} "
+                         f"and {tuple(covered.shape)}")
+    on = map_logits > 0
+    if valid is not None:
+        on &= valid.to(on.device)
+    n, labels = cv2.connectedComponents(on.cpu().numpy().astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return []
+    labels = torch.from_numpy(labels).to(map_logits.device)
+    covered = covered.to(map_logits.device)
+    min_pixels = min_fraction * map_logits.numel()
+    found = []
+    for k in range(1, n):
+        part = labels == k
+        area = int(part.sum())
+        if int((part & covered).sum()) > max_covered * area:
+            continue
+        rest = part & ~covered
+        if int(rest.sum()) >= min_pixels:
+            found.append((float(map_logits[part].max()), rest))
+    found.sort(key=lambda item: -item[0])
+    return [m for _, m in found]

@@ -1,0 +1,111 @@
+"""HeadOptions.complete_captions: a grounded caption gets the objects its presence map finds and its masks miss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import build_tiny
+from grounding.model import COMPLETED_PHRASE, GeneratedAnswer
+from grounding.parse import parse_answer
+from heads import uncovered_parts
+
+
+def _blobs() -> torch.Tensor:
+    """A 32 x 32 map with four blobs above 0: A (rows 2..9, cols 2..9, peak 3), B (rows 2..9, cols 20..29, peak 5),
+    C (rows 20..21, cols 2..3: 4 pixels) and D (rows 20..29, cols 20..29, peak 4)."""
+    m = torch.full((32, 32), -6.0)
+    m[2:10, 2:10] = 3.0
+    m[2:10, 20:30] = 5.0
+    m[20:22, 2:4] = 2.0
+    m[20:30, 20:30] = 4.0
+    return m
+
+
+def test_uncovered_parts_are_the_map_parts_the_masks_miss_strongest_first():
+    m = _blobs()
+    covered = torch.zeros(32, 32, dtype=torch.bool)
+    covered[2:10, 2:10] = True  # A: fully covered -> not a new object
+    covered[20:30, 20:23] = True  # D: 30% covered -> a new object, without its covered columns
+    parts = uncovered_parts(m, covered, min_fraction=8 / 1024)
+    assert len(parts) == 2  # B and D; C (4 pixels) is below 8 / 1024 of the frame
+    b, d = parts  # B's peak (5) is above D's (4)
+    want_b = torch.zeros(32, 32, dtype=torch.bool)
+    want_b[2:10, 20:30] = True
+    want_d = torch.zeros(32, 32, dtype=torch.bool)
+    want_d[20:30, 23:30] = True
+    assert torch.equal(b, want_b) and torch.equal(d, want_d)
+    # a part more than half covered is not an object the masks missed
+    covered[20:30, 20:27] = True
+    assert len(uncovered_parts(m, covered, min_fraction=8 / 1024)) == 1
+    # padding never makes a part; a smaller floor keeps C too
+    valid = torch.ones(32, 32, dtype=torch.bool)
+    valid[:, 16:] = False
+    (a,) = uncovered_parts(m, torch.zeros(32, 32, dtype=torch.bool), valid, min_fraction=8 / 1024)
+    assert a.sum() == 64 and not a[:, 16:].any()
+    assert len(uncovered_parts(m, torch.zeros(32, 32, dtype=torch.bool), valid, min_fraction=1 / 1024)) == 2  # A and C
+    assert uncovered_parts(torch.full((8, 8), -1.0), torch.zeros(8, 8, dtype=torch.bool)) == []
+    with pytest.raises(ValueError, match="h x w"):
+        uncovered_parts(m[None], covered)
+
+
+def _answer(model, geo, text, logits, presence_map) -> GeneratedAnswer:
+    h, w = geo.original_hw
+    n = len(logits)
+    return GeneratedAnswer(text, parse_answer(text, model.box_codec, (w, h)), [], logits, torch.ones(n), 0.9, presence_map)
+
+
+def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample):
+    model, proc = build_tiny("composed", presence=True, complete_captions=True)
+    geo = proc.encode_request(sample.image, "Describe the image.").geometry
+    s = geo.input_size
+    logits = torch.full((2, 1, s, s), -8.0)
+    logits[0, 0, 0:4, 0:4] = 5.0
+    logits[1, 0, 0:4, 0:4] = 5.0  # a second [SEG] on the same object
+    pmap = torch.full((1, s // 4, s // 4), -6.0)  # the presence map is on the embedding grid (4 x coarser here)
+    pmap[0, 0:1, 0:1] = 4.0  # the object the masks found
+    pmap[0, 2:4, 2:4] = 6.0  # one they missed
+    text = "The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG] on a plain background."
+    ans = _answer(model, geo, text, logits.clone(), pmap)
+    valid = torch.ones(s, s, dtype=torch.bool)
+    model._complete_caption(ans, valid, geo)
+    assert ans.text == (f"The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG], <p>{COMPLETED_PHRASE}</p> "
+                        "[SEG] on a plain background.")
+    assert [seg.seg_index for seg in ans.parsed.segments] == [0, 1, 2]
+    assert ans.mask_logits.shape == (3, 1, s, s)
+    torch.testing.assert_close(ans.mask_logits[:2], logits)  # the generated masks are kept
+    new = ans.mask_logits[2, 0] > 0
+    # the missed object (cells 2..3 of the map, upsampled 4x) and nothing of the object already found
+    assert new[9:15, 9:15].all() and not new[:4, :4].any() and not new[20:].any()
+    assert ans.scores.shape == (3,) and 0.5 < float(ans.scores[2]) <= 1.0
+
+
+def test_answers_without_grounded_phrases_or_without_a_miss_are_left_alone(sample):
+    model, proc = build_tiny("composed", presence=True, complete_captions=True)
+    geo = proc.encode_request(sample.image, "Segment the red square.").geometry
+    s = geo.input_size
+    logits = torch.full((1, 1, s, s), -8.0)
+    logits[0, 0, 0:4, 0:4] = 5.0
+    pmap = torch.full((1, s // 4, s // 4), -6.0)
+    pmap[0, 2:4, 2:4] = 6.0
+    valid = torch.ones(s, s, dtype=torch.bool)
+    for text in ("Sure, it is [SEG].", "<p>a red square</p> [SEG] [SEG]"):  # no phrase; masks and [SEG]s disagree
+        ans = _answer(model, geo, text, logits.clone(), pmap)
+        model._complete_caption(ans, valid, geo)
+        assert ans.text == text and len(ans.mask_logits) == 1
+    pmap[0, 2:4, 2:4] = -1.0  # the map finds nothing the mask misses
+    text = "The image shows <p>a red square</p> [SEG]."
+    ans = _answer(model, geo, text, logits.clone(), pmap)
+    model._complete_caption(ans, valid, geo)
+    assert ans.text == text and len(ans.mask_logits) == 1
+
+
+def test_generate_reports_each_answers_presence_map_and_the_option_needs_the_head(sample):
+    model, proc = build_tiny("composed", presence=True, presence_threshold=None, complete_captions=True)
+    batch = proc.collate([proc.encode_request(sample.image, "Describe the image.")], padding_side="left")
+    (ans,) = model.generate(batch, max_new_tokens=4)
+    grid = model.mask_head.embedding_size
+    assert ans.presence_map is not None and ans.presence_map.shape == (1, *grid)
+    assert 0.0 <= ans.presence <= 1.0
+    with pytest.raises(ValueError, match="complete_captions"):
+        build_tiny("composed", complete_captions=True)
