@@ -89,6 +89,10 @@ class HeadOptions:
     scores highest against the [SEG] state, of the 8-connected parts of the decoder's logits above each of
     ``verify_thresholds`` (the [SEG]s of one answer take different candidates), instead of ``mask_one_part``'s
     highest mean logit. Fitted on the frozen model's own candidates by ``grounding fit-verifier``."""
+    verifier_context: int = 0
+    """Transformer blocks in which the verifier's candidates of one [SEG] attend to each other (``heads.MaskVerifier``'s
+    ``context``): a relation ("left of", "the largest") is about how a candidate stands among the others. 0: each
+    candidate is scored on its own (the shipped verifier)."""
     verify_thresholds: tuple[float, ...] = (-1.0, -3.0)
     """Decoder-logit thresholds whose parts are the verifier's candidates."""
     verifier_presence: bool = True

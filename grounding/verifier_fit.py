@@ -218,6 +218,13 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context", type=int, default=None,
+                   help="heads.verifier_context: transformer blocks in which one [SEG]'s candidates attend to each other "
+                        "(default: the source config's, 0 if it has none)")
+    p.add_argument("--candidates", default=None,
+                   help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
+                        "are collected once: it must be the same --model, --scenes and --start), else written to it "
+                        "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
     p.add_argument("--presence-threshold", type=float, default=0.3,
                    help="written as heads.verifier_threshold: the verifier probability a one-[SEG] answer must exceed "
                         "to ground something (default 0.3, chosen on validation scenes; README)")
@@ -226,6 +233,27 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
 
 TASKS = ("res", "res", "res", "rec", "rec", "reason", "reason", "res_none", "res_none", "res_multi", "gcg", "region")
 """The question mix of configs/default.yaml's training data (one scene, twelve questions)."""
+
+
+def _collected(args, model, processor, train, val) -> tuple[VerifierData, VerifierData | None]:
+    """The training and held-out candidates: read from ``--candidates`` if it exists (it holds both, and names the
+    scenes they came from: a file of other scenes is refused), else collected (and written there if given)."""
+    key = {"model": str(args.model), "start": args.start, "scenes": args.scenes, "val_scenes": args.val_scenes}
+    path = Path(args.candidates) if args.candidates else None
+    if path is not None and path.is_file():
+        saved = torch.load(str(path), map_location="cpu", weights_only=True)
+        if saved.get("key") != key:
+            raise ValueError(f"{path} holds the candidates of {saved.get('key')}, not of {key}: remove it to collect again")
+        log.info("candidates read from %s", path)
+        return VerifierData(**saved["train"]), (VerifierData(**saved["val"]) if saved.get("val") else None)
+    data = collect(model, processor, (train[i] for i in range(args.start, args.start + args.scenes)))
+    held = collect(model, processor, (val[i] for i in range(args.val_scenes))) if args.val_scenes else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "train": dataclasses.asdict(data), "val": None if held is None else dataclasses.asdict(held)},
+                   str(path))
+        log.info("candidates written to %s", path)
+    return data, held
 
 
 def fit_verifier_main(argv: list[str] | None = None) -> int:
@@ -247,6 +275,9 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.scenes < 1 or args.epochs < 1:
         print("grounding fit-verifier: --scenes and --epochs must be >= 1", file=sys.stderr)
         return 2
+    if args.context is not None and args.context < 0:
+        print(f"grounding fit-verifier: --context must be >= 0, got {args.context}", file=sys.stderr)
+        return 2
     if not 0.0 < args.presence_threshold < 1.0:
         print(f"grounding fit-verifier: --presence-threshold must be in (0, 1), got {args.presence_threshold}", file=sys.stderr)
         return 2
@@ -255,6 +286,8 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     heads = dict(config.get("heads") or {})
     heads["verifier"] = True
     heads["verifier_threshold"] = args.presence_threshold
+    if args.context is not None:
+        heads["verifier_context"] = args.context
     config["heads"] = heads
     lit = build_lit_from_config(config)
     load_trained_weights(lit, src / TRAINED_FILE)
@@ -263,10 +296,13 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     train = SyntheticGrounding("train", length=args.start + args.scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
     val = SyntheticGrounding("val", length=args.val_scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
-    data = collect(model, processor, (train[i] for i in range(args.start, args.start + args.scenes)))
-    print(f"collected {len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "
+    try:
+        data, held = _collected(args, model, processor, train, val)
+    except ValueError as e:
+        print(f"grounding fit-verifier: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "
           f"({data.labels.mean():.1%} positive) in {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    held = collect(model, processor, (val[i] for i in range(args.val_scenes))) if args.val_scenes else None
 
     def report(epoch, loss):
         line = f"epoch {epoch + 1}: train loss {loss:.3f}"

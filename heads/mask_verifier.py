@@ -11,6 +11,12 @@ what the candidate *is*:
 - its place and size: the box in the input frame (normalised) and the square root of its area;
 - the decoder's and the seg prior's own evidence: mean and largest decoder logit and mean seg-prior logit over it.
 
+With ``context`` > 0 the candidates of one ``[SEG]`` also see each other before they are scored (set context): each
+candidate's encoding, with the ``[SEG]``'s query added, passes through ``context`` transformer blocks whose attention
+stays within the candidates of its own ``[SEG]``, next to its rank among them from left to right, top to bottom
+and small to large. A question about "the largest blue shape" or "the star left of the circle" is about how a
+candidate stands among the others, which one candidate alone cannot show.
+
 The score is a logit that the candidate is the ``[SEG]``'s object (trained with BCE against "IoU >= 0.5 with the
 target", all candidates negative for questions about absent objects), so its largest value over the candidates
 also says whether the object is there at all.
@@ -112,15 +118,20 @@ class MaskVerifier(nn.Module):
         dim: width of the matching space.
         crop: side of the shape crop the CNN reads.
         logit_scale: decoder / prior logits are divided by this before use (they run to about +-20).
+        context: transformer blocks in which the candidates of one ``[SEG]`` attend to each other (0: each candidate
+            is scored on its own).
     """
 
     n_geometry = 5  # x1, y1, x2, y2 (normalised), sqrt(area fraction)
     n_evidence = 3  # mean and largest decoder logit, mean seg-prior logit over the candidate
 
-    def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 128, crop: int = 32, logit_scale: float = 10.0) -> None:
+    def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 128, crop: int = 32, logit_scale: float = 10.0,
+                 context: int = 0) -> None:
         super().__init__()
         if crop % 8:
             raise ValueError(f"crop must be a multiple of 8, got {crop}")
+        if context < 0:
+            raise ValueError(f"context must be >= 0 blocks, got {context}")
         self.in_dim, self.embed_dim, self.dim, self.crop, self.logit_scale = in_dim, embed_dim, dim, crop, logit_scale
         self.shape = nn.Sequential(
             nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.GELU(),
@@ -133,6 +144,15 @@ class MaskVerifier(nn.Module):
         self.candidate = nn.Sequential(nn.GELU(), nn.LayerNorm(dim), nn.Linear(dim, dim))
         self.query = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.score = nn.Sequential(nn.Linear(3 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
+        if context:
+            self.ranks = nn.Linear(3, dim)
+            self.context = nn.ModuleList(
+                nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+                for _ in range(context)
+            )
+        else:
+            self.context = None
 
     def features(self, masks: Tensor, image_embeddings: Tensor, image_index: Tensor, mask_logits: Tensor,
                  prior_logits: Tensor | None) -> Tensor:
@@ -191,7 +211,25 @@ class MaskVerifier(nn.Module):
         cand = self.appearance(features[:, :c]) + self.shape(crops) + self.extra(features[:, c + self.crop**2 :])
         cand = self.candidate(cand)
         q = self.query(hidden.to(dtype))[owner]
+        if self.context is not None:
+            g = features[:, c + self.crop**2 : c + self.crop**2 + self.n_geometry].float()
+            keys = torch.stack([(g[:, 0] + g[:, 2]) / 2, (g[:, 1] + g[:, 3]) / 2, g[:, 4]], 1)
+            x = (cand + q + self.ranks(group_ranks(keys, owner).to(dtype)))[None]
+            apart = owner[:, None] != owner[None, :]  # attention stays within one [SEG]'s candidates
+            for block in self.context:
+                x = block(x, src_mask=apart)
+            cand = x[0]
         return self.score(torch.cat([cand, q, cand * q], 1))[:, 0]
+
+
+def group_ranks(values: Tensor, groups: Tensor) -> Tensor:
+    """K x F values -> K x F ranks in [0, 1] within each group (0 the smallest, 1 the largest, ties averaged; a
+    group of one gets 0.5): where each candidate stands among the candidates of its own [SEG]."""
+    same = groups[:, None] == groups[None, :]  # K x K
+    below = ((values[None, :, :] < values[:, None, :]) & same[:, :, None]).sum(1).float()  # K x F: smaller others
+    equal = ((values[None, :, :] == values[:, None, :]) & same[:, :, None]).sum(1).float() - 1  # ties, not itself
+    n = same.sum(1, keepdim=True).float()
+    return torch.where(n > 1, (below + equal / 2) / (n - 1).clamp_min(1), torch.full_like(below, 0.5))
 
 
 def select_parts(logits: Tensor, candidates: Candidates, scores: Tensor, groups: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:

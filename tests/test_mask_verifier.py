@@ -147,3 +147,62 @@ def test_the_verifier_learns_which_candidate_has_the_asked_shape():
     with torch.no_grad():
         acc = ((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean()
     assert acc > 0.9
+
+
+def test_group_ranks_are_within_each_group():
+    from heads.mask_verifier import group_ranks
+
+    values = torch.tensor([[3.0], [1.0], [2.0], [5.0], [5.0], [0.0]])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])
+    got = group_ranks(values, groups)[:, 0].tolist()
+    assert got == [1.0, 0.0, 0.5, 0.5, 0.5, 0.5]  # ranks within group 0; a tie; a group of one
+
+
+def _discs_and_a_square(rng, n: int, size: int = 64) -> tuple[list[np.ndarray], int]:
+    """A large square and n small discs at random places along a row; returns the masks (the square last) and the
+    index of the disc nearest the square."""
+    xs = rng.choice(np.arange(6, size - 6, 4), size=n + 1, replace=False)
+    masks = [_disc(size, int(x), 32, 2) for x in xs[:n]] + [_square(size, int(xs[n]), 32, 5)]
+    return masks, int(np.argmin(np.abs(xs[:n] - xs[n])))
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_only_a_set_context_verifier_learns_the_disc_nearest_the_square(context):
+    """Each [SEG] asks for "the disc nearest the square" among its candidates (2 or 3 discs and the square, anywhere
+    along a row): a disc's own place does not tell whether it is the nearest, the square's place does, which only
+    a verifier whose candidates see each other can read."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ver = MaskVerifier(in_dim=4, embed_dim=4, dim=32, crop=8, context=context)
+    emb = torch.ones(1, 4, 16, 16)
+
+    def batch(states):
+        masks, owner, labels = [], [], []
+        for i in range(states):
+            cands, nearest = _discs_and_a_square(rng, int(rng.integers(2, 4)))
+            masks += cands
+            owner += [i] * len(cands)
+            labels += [float(k == nearest) for k in range(len(cands))]
+        m = torch.from_numpy(np.stack(masks))
+        f = ver.features(m, emb, torch.zeros(len(m), dtype=torch.long), torch.zeros(len(m), 1, 64, 64), None)
+        return f, torch.tensor(owner), torch.tensor(labels), torch.ones(states, 4)
+
+    def picks(f, owner, y, q):
+        s = ver(q, f, owner)
+        return np.mean([float(y[owner == i][s[owner == i].argmax()]) for i in range(len(q))])
+
+    train, held = batch(300), batch(150)
+    opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
+    for _ in range(300):
+        f, owner, y, q = train
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, owner), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = picks(*held)
+    print(context, acc)
+    if context:
+        assert acc > 0.85
+    else:
+        assert acc < 0.75

@@ -215,3 +215,37 @@ def test_generate_empties_a_speck_mask_with_min_mask_cells(monkeypatch, sample):
     model.options.min_mask_cells = None
     with torch.no_grad():
         assert (model.generate(batch, max_new_tokens=4)[0].mask_logits > 0).sum() == 1
+
+
+def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_verifier(tmp_path, monkeypatch, capsys):
+    import grounding.verifier_fit as vf
+    from grounding.checkpoint import save_trained_folder
+    from grounding.cli import main
+    from grounding.hub import load_model
+
+    lit = tiny_lit(seg_prior=True, presence=True)
+    config = {"preset": {"class_path": "grounding.presets.TinyPreset", "init_args": {"vision_llm": "composed"}},
+              "heads": {"seg_prior": True, "presence": True},
+              "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    src = save_trained_folder(lit, tmp_path / "src", config)
+    cands = tmp_path / "cands.pt"
+    args = ["fit-verifier", "--model", str(src), "--scenes", "2", "--start", "0", "--val-scenes", "1", "--epochs", "1",
+            "--candidates", str(cands)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert cands.is_file()
+
+    def no_collect(*a, **k):
+        raise AssertionError("collected again")
+
+    monkeypatch.setattr(vf, "collect", no_collect)
+    assert main([*args, "--out", str(tmp_path / "b"), "--context", "1"]) == 0  # read from the file, not collected
+    heads = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["heads"]
+    assert heads["verifier_context"] == 1
+    model, _ = load_model(str(tmp_path / "b"))
+    assert model.mask_verifier.context is not None and len(model.mask_verifier.context) == 1
+    capsys.readouterr()
+    # a file of other scenes is refused in one line, and nothing is written
+    assert main([*args[:6], "1", *args[7:], "--out", str(tmp_path / "c")]) == 2
+    assert "holds the candidates of" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert main([*args, "--out", str(tmp_path / "d"), "--context", "-1"]) == 2
