@@ -525,7 +525,7 @@ class GroundingModel(nn.Module):
 
     def _complete_caption(self, answer: GeneratedAnswer, valid: torch.Tensor, geometry) -> None:
         """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
-        of its masks covers is appended as ``, <p>an object</p> [SEG]`` after its last [SEG], with that part as
+        of its masks covers is appended as ``, <p>an object</p> [SEG]`` after its last [SEG] (or its box), with that part as
         its mask (logits: the map's inside the part, ``-|map|`` outside); ``scores`` get the part's mean
         probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
         if answer.presence_map is None or answer.mask_logits is None or len(answer.mask_logits) != answer.parsed.num_seg:
@@ -544,6 +544,8 @@ class GroundingModel(nn.Module):
         prob = torch.stack([torch.sigmoid(m[p]).mean() for p in parts]).to(answer.scores.device, answer.scores.dtype)
         answer.scores = torch.cat([answer.scores, prob])
         at = answer.text.rfind(SEG) + len(SEG)
+        if answer.text.startswith(BOX_END, at):  # a last "<box>[SEG]</box>": after its box
+            at += len(BOX_END)
         added = "".join(f", {PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}" for _ in parts)
         answer.text = answer.text[:at] + added + answer.text[at:]
         h, w = geometry.original_hw

@@ -78,6 +78,11 @@ def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample)
     # the missed object (cells 2..3 of the map, upsampled 4x) and nothing of the object already found
     assert new[9:15, 9:15].all() and not new[:4, :4].any() and not new[20:].any()
     assert ans.scores.shape == (3,) and 0.5 < float(ans.scores[2]) <= 1.0
+    # a last [SEG] inside a box: the new phrase comes after the box
+    text = "The image shows <p>a red square</p> [SEG] and <p>a red square</p> at <box>[SEG]</box>."
+    ans = _answer(model, geo, text, logits.clone(), pmap)
+    model._complete_caption(ans, valid, geo)
+    assert ans.text.endswith(f"<box>[SEG]</box>, <p>{COMPLETED_PHRASE}</p> [SEG].")
 
 
 def test_answers_without_grounded_phrases_or_without_a_miss_are_left_alone(sample):
