@@ -79,6 +79,34 @@ class _ContextBlock(nn.Module):
         return x + self.mix(nn.functional.gelu(self.spatial(x)))
 
 
+def split_peaks(map_logits: Tensor, part: Tensor, min_pixels: float, levels: int = 9) -> list[Tensor]:
+    """A part of a map cut between its peaks: where the map, cut at some fraction of the part's largest logit
+    (0.1, 0.2, ... of it), falls apart into several pieces of at least ``min_pixels``, the cut with the most such
+    pieces gives the markers, and every pixel of the part goes to one of them (marker watershed on the map): two
+    objects that touch, whose map dips between them, come apart. A part with one peak comes back whole."""
+    import cv2
+    import numpy as np
+    from skimage.segmentation import watershed
+
+    values = map_logits.detach().float().cpu().numpy()
+    inside = part.cpu().numpy()
+    top = float(values[inside].max())
+    best, markers = 1, None
+    for f in np.arange(1, levels + 1) / (levels + 1):
+        n, labels = cv2.connectedComponents(((values > f * top) & inside).astype(np.uint8), connectivity=8)
+        sizes = np.bincount(labels.ravel(), minlength=n)
+        big = [k for k in range(1, n) if sizes[k] >= min_pixels]
+        if len(big) > best:
+            best = len(big)
+            markers = np.zeros(values.shape, np.int32)
+            for i, k in enumerate(big):
+                markers[labels == k] = i + 1
+    if markers is None:
+        return [part]
+    basins = torch.from_numpy(watershed(-values, markers, mask=inside)).to(part.device)
+    return [basins == i for i in range(1, best + 1)]
+
+
 def uncovered_parts(
     map_logits: Tensor,
     covered: Tensor,
@@ -87,10 +115,11 @@ def uncovered_parts(
     max_covered: float = 0.5,
 ) -> list[Tensor]:
     """The objects a map finds that no mask covers: the 8-connected parts of ``map_logits > 0`` (h x w logits,
-    e.g. a presence map upsampled to the masks' frame) of which at most ``max_covered`` lies inside ``covered``
-    (h x w bool, the union of the masks already there), each without its covered pixels, kept when that remainder
-    is at least ``min_fraction`` of the frame. ``valid``: h x w bool, False on padding (never part of a part).
-    Returns bool h x w masks, strongest part (largest logit) first."""
+    e.g. a presence map upsampled to the masks' frame), each cut between its peaks (``split_peaks``: touching
+    objects), of which at most ``max_covered`` lies inside ``covered`` (h x w bool, the union of the masks already
+    there), each without its covered pixels, kept when that remainder is at least ``min_fraction`` of the frame.
+    ``valid``: h x w bool, False on padding (never part of a part). Returns bool h x w masks, strongest part
+    (largest logit) first."""
     import cv2
     import numpy as np
 
@@ -108,12 +137,14 @@ def uncovered_parts(
     min_pixels = min_fraction * map_logits.numel()
     found = []
     for k in range(1, n):
-        part = labels == k
-        area = int(part.sum())
-        if int((part & covered).sum()) > max_covered * area:
+        whole = labels == k
+        if int(whole.sum()) < min_pixels:
             continue
-        rest = part & ~covered
-        if int(rest.sum()) >= min_pixels:
-            found.append((float(map_logits[part].max()), rest))
+        for part in split_peaks(map_logits, whole, min_pixels):
+            if int((part & covered).sum()) > max_covered * int(part.sum()):
+                continue
+            rest = part & ~covered
+            if int(rest.sum()) >= min_pixels:
+                found.append((float(map_logits[part].max()), rest))
     found.sort(key=lambda item: -item[0])
     return [m for _, m in found]

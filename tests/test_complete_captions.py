@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import pytest
 import torch
 
 from conftest import build_tiny
 from grounding.model import COMPLETED_PHRASE, GeneratedAnswer
 from grounding.parse import parse_answer
-from heads import uncovered_parts
+from heads import split_peaks, uncovered_parts
 
 
 def _blobs() -> torch.Tensor:
@@ -47,6 +48,33 @@ def test_uncovered_parts_are_the_map_parts_the_masks_miss_strongest_first():
     assert uncovered_parts(torch.full((8, 8), -1.0), torch.zeros(8, 8, dtype=torch.bool)) == []
     with pytest.raises(ValueError, match="h x w"):
         uncovered_parts(m[None], covered)
+
+
+def _two_touching_bumps(dip: float) -> torch.Tensor:
+    """A 32 x 48 map: two bumps (peaks 10 at columns 12 and 36) joined along row 16 by a ridge whose lowest logit,
+    at column 24, is ``dip``; everything else below 0."""
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")
+    bumps = torch.maximum(10 - ((x - 12) ** 2 + (y - 16) ** 2) / 8, 10 - ((x - 36) ** 2 + (y - 16) ** 2) / 8)
+    ridge = torch.where((y - 16).abs() <= 3, torch.full_like(x, dip), torch.full_like(x, -5.0))
+    return torch.maximum(bumps, ridge)
+
+
+def test_a_part_with_two_peaks_is_cut_between_them_and_one_with_one_peak_is_not():
+    m = _two_touching_bumps(dip=2.0)
+    whole = m > 0
+    n, _ = cv2.connectedComponents(whole.numpy().astype("uint8"))
+    assert n == 2  # one part at 0: the bumps touch
+    left, right = split_peaks(m, whole, min_pixels=20)
+    assert left[16, 12] and right[16, 36] and not (left & right).any()
+    assert torch.equal(left | right, whole)  # every pixel of the part goes to one of them
+    assert left[:, 30:].sum() == 0 and right[:, :18].sum() == 0
+    # as new objects: two, not one
+    assert len(uncovered_parts(m, torch.zeros_like(whole), min_fraction=20 / m.numel())) == 2
+    # one bump (the left one's profile along the row, the right one gone): whole
+    one = torch.minimum(m, 10 - ((torch.arange(48.0)[None] - 12) ** 2) / 8 + torch.zeros(32, 1))
+    single = one > 0
+    (got,) = split_peaks(one, single, min_pixels=20)
+    assert torch.equal(got, single)
 
 
 def _answer(model, geo, text, logits, presence_map) -> GeneratedAnswer:
