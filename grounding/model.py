@@ -417,7 +417,7 @@ class GroundingModel(nn.Module):
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
         maps = self._presence_maps(image_embeddings, hidden)
-        presence = None if maps is None else presence_scores(maps, batch.image_valid_masks.to(maps.device))
+        presence = None if maps is None else self._presence(batch, maps)
         if presence is None:
             prob = None
         elif self.options.presence_threshold is None:  # reported only
@@ -522,6 +522,10 @@ class GroundingModel(nn.Module):
         dev = image_embeddings.device
         first = torch.stack([h[0] for h in hidden])
         return self.presence_head(first, image_embeddings, torch.arange(len(hidden), device=dev))
+
+    def _presence(self, batch, maps: torch.Tensor) -> torch.Tensor:
+        """Presence logits B of the answers' presence maps (their largest logit over the image's pixels)."""
+        return presence_scores(maps, batch.image_valid_masks.to(maps.device))
 
     def _complete_caption(self, answer: GeneratedAnswer, valid: torch.Tensor, geometry) -> None:
         """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
