@@ -83,19 +83,25 @@ def _answer(model, geo, text, logits, presence_map) -> GeneratedAnswer:
     return GeneratedAnswer(text, parse_answer(text, model.box_codec, (w, h)), [], logits, torch.ones(n), 0.9, presence_map)
 
 
-def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample):
+def _masks_and_map(sample, prompt: str, n_masks: int):
+    """A tiny model with caption completion, the prompt's geometry, n masks over input pixels 0..3 x 0..3 and a
+    presence map (on the embedding grid, 4 x coarser) that finds one more object at cells 2..3 x 2..3."""
     model, proc = build_tiny("composed", presence=True, complete_captions=True)
-    geo = proc.encode_request(sample.image, "Describe the image.").geometry
+    geo = proc.encode_request(sample.image, prompt).geometry
     s = geo.input_size
-    logits = torch.full((2, 1, s, s), -8.0)
-    logits[0, 0, 0:4, 0:4] = 5.0
-    logits[1, 0, 0:4, 0:4] = 5.0  # a second [SEG] on the same object
-    pmap = torch.full((1, s // 4, s // 4), -6.0)  # the presence map is on the embedding grid (4 x coarser here)
-    pmap[0, 0:1, 0:1] = 4.0  # the object the masks found
-    pmap[0, 2:4, 2:4] = 6.0  # one they missed
+    logits = torch.full((n_masks, 1, s, s), -8.0)
+    logits[:, 0, 0:4, 0:4] = 5.0
+    pmap = torch.full((1, s // 4, s // 4), -6.0)
+    pmap[0, 2:4, 2:4] = 6.0
+    return model, geo, logits, pmap, torch.ones(s, s, dtype=torch.bool)
+
+
+def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample):
+    model, geo, logits, pmap, valid = _masks_and_map(sample, "Describe the image.", 2)  # two [SEG]s on one object
+    s = geo.input_size
+    pmap[0, 0:1, 0:1] = 4.0  # the map finds the object the masks found too, and one they missed
     text = "The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG] on a plain background."
     ans = _answer(model, geo, text, logits.clone(), pmap)
-    valid = torch.ones(s, s, dtype=torch.bool)
     model._complete_caption(ans, valid, geo)
     assert ans.text == (f"The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG], <p>{COMPLETED_PHRASE}</p> "
                         "[SEG] on a plain background.")
@@ -114,14 +120,7 @@ def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample)
 
 
 def test_answers_without_grounded_phrases_or_without_a_miss_are_left_alone(sample):
-    model, proc = build_tiny("composed", presence=True, complete_captions=True)
-    geo = proc.encode_request(sample.image, "Segment the red square.").geometry
-    s = geo.input_size
-    logits = torch.full((1, 1, s, s), -8.0)
-    logits[0, 0, 0:4, 0:4] = 5.0
-    pmap = torch.full((1, s // 4, s // 4), -6.0)
-    pmap[0, 2:4, 2:4] = 6.0
-    valid = torch.ones(s, s, dtype=torch.bool)
+    model, geo, logits, pmap, valid = _masks_and_map(sample, "Segment the red square.", 1)
     for text in ("Sure, it is [SEG].", "<p>a red square</p> [SEG] [SEG]"):  # no phrase; masks and [SEG]s disagree
         ans = _answer(model, geo, text, logits.clone(), pmap)
         model._complete_caption(ans, valid, geo)

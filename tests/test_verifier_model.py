@@ -149,17 +149,24 @@ def test_collect_records_the_presence_head_logit_of_each_question():
 
 
 
-@pytest.mark.slow
-def test_fit_verifier_command_writes_a_folder_that_loads_with_the_verifier(tmp_path):
-    from grounding.checkpoint import load_trained_weights, save_trained_folder
-    from grounding.cli import main
-    from grounding.hub import load_model
+def _tiny_source(tmp_path):
+    """A tiny trained-parts folder (seg prior and presence head, no verifier) to fit a verifier on."""
+    from grounding.checkpoint import save_trained_folder
 
     lit = tiny_lit(seg_prior=True, presence=True)
     config = {"preset": {"class_path": "grounding.presets.TinyPreset", "init_args": {"vision_llm": "composed"}},
               "heads": {"seg_prior": True, "presence": True},
               "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
-    src = save_trained_folder(lit, tmp_path / "src", config)
+    return lit, save_trained_folder(lit, tmp_path / "src", config)
+
+
+@pytest.mark.slow
+def test_fit_verifier_command_writes_a_folder_that_loads_with_the_verifier(tmp_path):
+    from grounding.checkpoint import load_trained_weights
+    from grounding.cli import main
+    from grounding.hub import load_model
+
+    lit, src = _tiny_source(tmp_path)
     out = tmp_path / "out"
     assert main(["fit-verifier", "--model", str(src), "--out", str(out), "--scenes", "2", "--start", "0",
                  "--val-scenes", "1", "--epochs", "1", "--presence-threshold", "0.3"]) == 0
@@ -217,17 +224,13 @@ def test_generate_empties_a_speck_mask_with_min_mask_cells(monkeypatch, sample):
         assert (model.generate(batch, max_new_tokens=4)[0].mask_logits > 0).sum() == 1
 
 
+@pytest.mark.slow
 def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_verifier(tmp_path, monkeypatch, capsys):
     import grounding.verifier_fit as vf
-    from grounding.checkpoint import save_trained_folder
     from grounding.cli import main
     from grounding.hub import load_model
 
-    lit = tiny_lit(seg_prior=True, presence=True)
-    config = {"preset": {"class_path": "grounding.presets.TinyPreset", "init_args": {"vision_llm": "composed"}},
-              "heads": {"seg_prior": True, "presence": True},
-              "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
-    src = save_trained_folder(lit, tmp_path / "src", config)
+    _, src = _tiny_source(tmp_path)
     cands = tmp_path / "cands.pt"
     args = ["fit-verifier", "--model", str(src), "--scenes", "2", "--start", "0", "--val-scenes", "1", "--epochs", "1",
             "--candidates", str(cands)]
