@@ -1,6 +1,6 @@
 """Fit the mask verifier (``heads.MaskVerifier``) on a frozen model's own candidates: ``grounding fit-verifier``.
 
-    grounding fit-verifier --model outputs/default/model --out outputs/default/verified   # ~54 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2   # the shipped recipe, ~97 min on 2 CPU cores
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
