@@ -22,7 +22,7 @@ from data.masks import dominant_box
 from heads import empty_specks, keep_one_part, mask_parts, select_parts, uncovered_parts
 from grounding.feature_cache import FeatureCache
 from grounding.losses import presence_scores
-from grounding.parse import ParsedAnswer, parse_answer
+from grounding.parse import ParsedAnswer, parse_answer, relist_segments
 from grounding.processor import IGNORE_INDEX, GroundingBatch
 from grounding.tokens import BOX_END, BOX_START, PHRASE_END, PHRASE_START, SEG, GroundingTokenIds
 from grounding.vision_llm.base import VisionLLM, decoder_layers
@@ -530,8 +530,8 @@ class GroundingModel(nn.Module):
     def _complete_caption(self, answer: GeneratedAnswer, valid: torch.Tensor, geometry) -> None:
         """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
         of its masks covers is appended as ``, <p>an object</p> [SEG]`` after its last [SEG] (or its box), with that part as
-        its mask (logits: the map's inside the part, ``-|map|`` outside); ``scores`` get the part's mean
-        probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
+        its mask (logits: the map's inside the part, ``-|map|`` outside), and the list rejoined
+        (``parse.relist_segments``: "A and B, C" -> "A, B and C"); ``scores`` get the part's mean probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
         if answer.presence_map is None or answer.mask_logits is None or len(answer.mask_logits) != answer.parsed.num_seg:
             return
         if not any(s.phrase is not None and s.seg_index is not None for s in answer.parsed.segments):
@@ -551,8 +551,9 @@ class GroundingModel(nn.Module):
         if answer.text.startswith(BOX_END, at):  # a last "<box>[SEG]</box>": after its box
             at += len(BOX_END)
         added = "".join(f", {PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}" for _ in parts)
-        answer.text = answer.text[:at] + added + answer.text[at:]
         h, w = geometry.original_hw
+        text = answer.text[:at] + added + answer.text[at:]
+        answer.text = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))  # "A and B, C" -> "A, B and C"
         answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))
 
     def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:

@@ -103,6 +103,45 @@ def parse_answer(text: str, codec, image_size) -> ParsedAnswer:
     return out
 
 
+_LIST_SEPARATORS = (", and ", ", ", " and ")
+
+
+def relist_segments(text: str, parsed: ParsedAnswer, drop=()) -> str:
+    """``text`` (whose parse is ``parsed``) with the ``[SEG]``s whose ``seg_index`` is in ``drop`` taken out and every
+    list of grounded objects ("<p>A</p> [SEG], <p>B</p> [SEG] and <p>C</p> [SEG]": segments joined by ", ", " and "
+    or ", and ") written as one list again: items joined by ", ", the last by " and " (", and " where the list used
+    it) if the list had an "and". A dropped item goes with its phrase, box and separator; a list whose every item is
+    dropped keeps its first, so the sentence still names something; a dropped segment outside a list keeps its
+    phrase's words, ungrounded ("next to <p>a speck</p> [SEG]." -> "next to a speck."). So a caption with items
+    taken out, or appended after its last ("A, B and C, D"), reads as one list ("A, B, C and D")."""
+    drop = set(drop)
+    segs = [s for s in parsed.segments if s.seg_index is not None]
+    if not segs:
+        return text
+    runs: list[list[ParsedSegment]] = [[segs[0]]]
+    for s in segs[1:]:
+        if text[runs[-1][-1].end : s.start] in _LIST_SEPARATORS:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    for run in reversed(runs):  # from the end, so earlier offsets stay valid
+        if len(run) == 1:
+            s = run[0]
+            if s.seg_index in drop:
+                text = text[: s.start] + (s.phrase or "") + text[s.end :]
+            continue
+        gaps = [text[a.end : b.start] for a, b in zip(run, run[1:])]
+        keep = [s for s in run if s.seg_index not in drop] or run[:1]
+        items = [text[s.start : s.end] for s in keep]
+        if len(items) > 1 and any("and" in g for g in gaps):
+            last = ", and " if ", and " in gaps and len(items) > 2 else " and "
+            joined = ", ".join(items[:-1]) + last + items[-1]
+        else:
+            joined = ", ".join(items)
+        text = text[: run[0].start] + joined + text[run[-1].end :]
+    return text
+
+
 def _pixel_box_text(box) -> str:
     return "[" + ", ".join(str(int(round(float(v)))) for v in box) + "]"
 

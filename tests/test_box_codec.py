@@ -66,3 +66,32 @@ def test_round_trip_error_is_within_quantisation(a, b, c, d, w, h):
     back = codec.decode(codec.encode(box, (w, h)), (w, h)).boxes[0]
     step = np.array([w, h, w, h]) / 999
     assert np.all(np.abs(back - box) <= step / 2 * (1 + 1e-6) + 1e-4)
+
+
+def _relist(text: str, drop=()) -> str:
+    from grounding.parse import parse_answer, relist_segments
+
+    return relist_segments(text, parse_answer(text, make_box_codec("default"), (100, 100)), drop)
+
+
+def test_relist_segments_takes_items_out_of_a_list_and_rejoins_it():
+    caption = ("The image shows <p>a square</p> [SEG], <p>a star</p> [SEG], <p>a speck</p> [SEG] and <p>a circle</p> [SEG]"
+               " on a black background.")
+    assert _relist(caption) == caption  # nothing dropped, already one list
+    assert _relist(caption, {2}) == ("The image shows <p>a square</p> [SEG], <p>a star</p> [SEG] and <p>a circle</p> [SEG]"
+                                     " on a black background.")
+    assert _relist(caption, {3}) == ("The image shows <p>a square</p> [SEG], <p>a star</p> [SEG] and <p>a speck</p> [SEG]"
+                                     " on a black background.")  # the last item: "and" moves to the new last
+    assert _relist(caption, {0, 1, 2}) == "The image shows <p>a circle</p> [SEG] on a black background."
+    assert _relist(caption, {0, 1, 2, 3}) == "The image shows <p>a square</p> [SEG] on a black background."  # never empty
+    # items appended after a list's "and" join it; an Oxford comma is kept for three or more, not for two
+    assert _relist("<p>A</p> [SEG] and <p>B</p> [SEG], <p>C</p> [SEG] here.") == "<p>A</p> [SEG], <p>B</p> [SEG] and <p>C</p> [SEG] here."
+    oxford = "<p>A</p> [SEG], <p>B</p> [SEG], and <p>C</p> [SEG]."
+    assert _relist(oxford) == oxford and _relist(oxford, {1}) == "<p>A</p> [SEG] and <p>C</p> [SEG]."
+    assert _relist("<p>A</p> [SEG], <p>B</p> [SEG], <p>C</p> [SEG].", {0}) == "<p>B</p> [SEG], <p>C</p> [SEG]."  # no "and": commas
+    # a segment outside a list keeps its words, ungrounded; a box before a [SEG] goes with it
+    assert _relist("There is <p>a circle</p> [SEG] next to <p>a speck</p> [SEG].", {1}) == \
+        "There is <p>a circle</p> [SEG] next to a speck."
+    boxed = "<p>A</p> <box>[10, 10, 20, 20]</box> [SEG], <p>B</p> <box>[30, 30, 40, 40]</box> [SEG] and <p>C</p> [SEG]."
+    assert _relist(boxed, {0}) == "<p>B</p> <box>[30, 30, 40, 40]</box> [SEG] and <p>C</p> [SEG]."
+    assert _relist("no grounding here", {0}) == "no grounding here"

@@ -103,8 +103,8 @@ def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample)
     text = "The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG] on a plain background."
     ans = _answer(model, geo, text, logits.clone(), pmap)
     model._complete_caption(ans, valid, geo)
-    assert ans.text == (f"The image shows <p>a red square</p> [SEG] and <p>a red square</p> [SEG], <p>{COMPLETED_PHRASE}</p> "
-                        "[SEG] on a plain background.")
+    assert ans.text == (f"The image shows <p>a red square</p> [SEG], <p>a red square</p> [SEG] and <p>{COMPLETED_PHRASE}</p> "
+                        "[SEG] on a plain background.")  # one list again
     assert [seg.seg_index for seg in ans.parsed.segments] == [0, 1, 2]
     assert ans.mask_logits.shape == (3, 1, s, s)
     torch.testing.assert_close(ans.mask_logits[:2], logits)  # the generated masks are kept
