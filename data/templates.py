@@ -12,6 +12,7 @@ Expressions are noun phrases. With or without a determiner both work: ``"the red
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import numpy as np
@@ -255,6 +256,30 @@ def _restyle_text(text: str, style: str) -> str:
     return text.rstrip(".?! ")  # "unpunctuated"
 
 
+_WORD = re.compile(r"[^\W\d_][\w'-]*")
+_SENTENCE_START = re.compile(r"(^|[.?!]\s+)([^\W\d_])")
+
+
+def sentence_case(text: str, keep: Sequence[str] = ()) -> str:
+    """``text`` typed in capitals ("SEGMENT THE RED CIRCLE.") or with every word capitalised ("Segment The Red
+    Circle.") rewritten in sentence case, as the templates write prompts ("Segment the red circle."); any other text
+    is returned unchanged, so ordinary prompts, proper nouns in them included, are left alone. ``keep``: substrings
+    (placeholders such as ``<region>``) ignored when judging the case and kept as they are. The inverse of
+    ``restyle_prompt``'s "upper" and "title" styles."""
+    probe = text
+    for k in keep:
+        probe = probe.replace(k, " ")
+    words = _WORD.findall(probe)
+    letters = [c for w in words for c in w if c.isalpha()]
+    shouted = len(letters) >= 2 and all(c.isupper() for c in letters)
+    titled = len(words) >= 2 and all(w[0].isupper() for w in words)
+    if not (shouted or titled):
+        return text
+    pieces = re.split("(" + "|".join(re.escape(k) for k in keep) + ")", text) if keep else [text]
+    out = "".join(p if p in keep else p.lower() for p in pieces)
+    return _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), out)
+
+
 def restyle_prompt(turn: Turn, rng: np.random.Generator, style: str | None = None) -> Turn:
     """``turn`` with its prompt typed another way; the answer is unchanged.
 
@@ -295,6 +320,7 @@ __all__ = [
     "referring_turn",
     "region_turn",
     "restyle_prompt",
+    "sentence_case",
     "PROMPT_STYLES",
     "segmentation_answer",
     "with_determiner",

@@ -114,6 +114,13 @@ class HeadOptions:
     """In generation, a [SEG] mask (``logits > 0``) covering less of the input frame than this many cells of the image
     embedding is emptied (``heads.empty_specks``): a speck the encoder cannot have resolved as an object (a 64 x 64
     embedding: 1 cell = 1/4096 of the frame). None: masks are kept whatever their size."""
+    prune_phrases: float | None = None
+    """In generation, an answer that grounds two or more phrases (a grounded caption) loses each phrase whose [SEG]
+    found nothing: an empty mask, or, with a verifier, a best verifier probability over its candidates below this
+    value; the phrase goes with its [SEG] and mask, and its list is rejoined (``parse.relist_segments``). The language
+    model writes a caption's phrases from 64 pooled image tokens, some about objects that are not there, and their
+    [SEG]s land on specks or parts of other objects. Done before ``complete_captions``, which can add back an object
+    a dropped phrase half-covered. None: every phrase stays."""
     describe_phrases: bool = False
     """Each ``<p>phrase</p>`` that grounds a [SEG] (grounded captions) is re-written from the model's answer to
     "What is in <region>?" about the box of that [SEG]'s own mask (``grounding.describe``): the region encoder
@@ -232,6 +239,9 @@ class GroundingModel(nn.Module):
         self.mask_verifier = mask_verifier
         if self.options.min_mask_cells is not None and self.options.min_mask_cells < 0:
             raise ValueError(f"min_mask_cells must be >= 0 or None, got {self.options.min_mask_cells}")
+        p = self.options.prune_phrases
+        if p is not None and not 0.0 <= p < 1.0:
+            raise ValueError(f"prune_phrases must be a probability in [0, 1) or None, got {p}")
         if self.options.complete_captions and presence_head is None:
             raise ValueError("HeadOptions.complete_captions reads the presence map: it needs the presence head (presence: true)")
         if self.options.describe_phrases and region_encoder is None:
@@ -452,17 +462,21 @@ class GroundingModel(nn.Module):
             logits, iou, prior = self.decode_masks(
                 image_embeddings, states, index, torch.from_numpy(np.stack(all_boxes)).to(dev)
             )
+            best = None
             if self.mask_verifier is not None:
-                logits, _ = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index)
+                logits, best = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index)
             elif self.options.mask_one_part is not None:
                 logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
             if self.options.min_mask_cells:
                 logits = empty_specks(logits, self.options.min_mask_cells / math.prod(self.mask_head.embedding_size))
             start = 0
+            geo_of = {id(a): g for a, g in zip(answers, batch.geometries)}
             for a, k in zip(answers, counts):
                 if k:
                     a.mask_logits = logits[start : start + k]
                     a.scores = iou[start : start + k, 0]
+                    if self.options.prune_phrases is not None:
+                        self._prune_phrases(a, None if best is None else best[start : start + k], geo_of[id(a)])
                 start += k
             if self.options.complete_captions:
                 valid = batch.image_valid_masks
@@ -553,8 +567,28 @@ class GroundingModel(nn.Module):
         added = "".join(f", {PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}" for _ in parts)
         h, w = geometry.original_hw
         text = answer.text[:at] + added + answer.text[at:]
-        answer.text = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))  # "A and B, C" -> "A, B and C"
+        answer.text, _ = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))  # "A and B, C" -> "A, B and C"
         answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))
+
+    def _prune_phrases(self, answer: GeneratedAnswer, best: torch.Tensor | None, geometry) -> None:
+        """``HeadOptions.prune_phrases`` for one answer, in place. ``best``: its [SEG]s' best verifier logits (None:
+        no verifier, only empty masks go)."""
+        logits = answer.mask_logits
+        if logits is None or len(logits) != answer.parsed.num_seg:
+            return
+        phrased = [s.seg_index for s in answer.parsed.segments if s.seg_index is not None and s.phrase is not None]
+        if len(phrased) < 2:
+            return
+        empty = ~(logits > 0).flatten(1).any(1)
+        weak = torch.zeros_like(empty) if best is None else torch.sigmoid(best.float()).to(empty.device) < self.options.prune_phrases
+        drop = [j for j in phrased if bool(empty[j] or weak[j])]
+        if not drop:
+            return
+        h, w = geometry.original_hw
+        answer.text, kept = relist_segments(answer.text, answer.parsed, drop)
+        answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))
+        answer.mask_logits = logits[kept]
+        answer.scores = answer.scores[kept]
 
     def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:
         """{row: the evidence of its answer's [SEG] state} for the given rows whose answer has exactly one [SEG]: the

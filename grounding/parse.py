@@ -106,18 +106,20 @@ def parse_answer(text: str, codec, image_size) -> ParsedAnswer:
 _LIST_SEPARATORS = (", and ", ", ", " and ")
 
 
-def relist_segments(text: str, parsed: ParsedAnswer, drop=()) -> str:
+def relist_segments(text: str, parsed: ParsedAnswer, drop=()) -> tuple[str, list[int]]:
     """``text`` (whose parse is ``parsed``) with the ``[SEG]``s whose ``seg_index`` is in ``drop`` taken out and every
     list of grounded objects ("<p>A</p> [SEG], <p>B</p> [SEG] and <p>C</p> [SEG]": segments joined by ", ", " and "
     or ", and ") written as one list again: items joined by ", ", the last by " and " (", and " where the list used
     it) if the list had an "and". A dropped item goes with its phrase, box and separator; a list whose every item is
     dropped keeps its first, so the sentence still names something; a dropped segment outside a list keeps its
     phrase's words, ungrounded ("next to <p>a speck</p> [SEG]." -> "next to a speck."). So a caption with items
-    taken out, or appended after its last ("A, B and C, D"), reads as one list ("A, B, C and D")."""
+    taken out, or appended after its last ("A, B and C, D"), reads as one list ("A, B, C and D"). Returns the text
+    and the ``seg_index`` of each ``[SEG]`` left in it, in order."""
     drop = set(drop)
     segs = [s for s in parsed.segments if s.seg_index is not None]
     if not segs:
-        return text
+        return text, []
+    kept: set[int] = set()
     runs: list[list[ParsedSegment]] = [[segs[0]]]
     for s in segs[1:]:
         if text[runs[-1][-1].end : s.start] in _LIST_SEPARATORS:
@@ -129,9 +131,12 @@ def relist_segments(text: str, parsed: ParsedAnswer, drop=()) -> str:
             s = run[0]
             if s.seg_index in drop:
                 text = text[: s.start] + (s.phrase or "") + text[s.end :]
+            else:
+                kept.add(s.seg_index)
             continue
         gaps = [text[a.end : b.start] for a, b in zip(run, run[1:])]
         keep = [s for s in run if s.seg_index not in drop] or run[:1]
+        kept.update(s.seg_index for s in keep)
         items = [text[s.start : s.end] for s in keep]
         if len(items) > 1 and any("and" in g for g in gaps):
             last = ", and " if ", and " in gaps and len(items) > 2 else " and "
@@ -139,7 +144,7 @@ def relist_segments(text: str, parsed: ParsedAnswer, drop=()) -> str:
         else:
             joined = ", ".join(items)
         text = text[: run[0].start] + joined + text[run[-1].end :]
-    return text
+    return text, sorted(kept)
 
 
 def _pixel_box_text(box) -> str:

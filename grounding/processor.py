@@ -17,6 +17,7 @@ import torch
 
 from data.collate import pad_1d
 from data.sample import GroundingSample, GroundRef, RegionRef, Turn
+from data.templates import sentence_case
 from data.transforms import ImageGeometry, ImageTransform, as_rgb_uint8
 from grounding.box_codecs import make_box_codec
 from grounding.parse import parse_answer
@@ -56,6 +57,12 @@ class ProcessorConfig:
     """A Jinja chat template overriding the tokenizer's."""
     max_length: int | None = None
     """Refuse encoded samples longer than this many tokens (None: no limit)."""
+    prompt_case: str = "keep"
+    """How a prompt's letter case reaches the model: "keep" (as typed) or "sentence": a prompt typed in capitals or
+    with every word capitalised is rewritten in sentence case, as the training templates write prompts
+    (``data.templates.sentence_case``; "SEGMENT THE RED CIRCLE." -> "Segment the red circle."; other prompts
+    unchanged). For a model trained on templated prompts only (the embedded default), which reads capitals as
+    other words; in training and inference alike."""
     turns: str = "conversation"
     """How a sample's turns are laid out in training: "conversation" (one multi-turn chat), or "independent"
     (each turn is its own single-turn chat about the image, exactly as asked at inference; the turns share the
@@ -64,6 +71,8 @@ class ProcessorConfig:
     def __post_init__(self):
         if self.turns not in ("conversation", "independent"):
             raise ValueError(f"turns must be 'conversation' or 'independent', got {self.turns!r}")
+        if self.prompt_case not in ("keep", "sentence"):
+            raise ValueError(f"prompt_case must be 'keep' or 'sentence', got {self.prompt_case!r}")
 
 
 @dataclass
@@ -174,8 +183,11 @@ class GroundingProcessor:
             raise ValueError("the tokenizer needs an eos token (generation stops there)")
 
     # ------------------------------------------------------------------ text rendering
-    def render_prompt(self, turn: Turn) -> str:
-        text = "".join(p if isinstance(p, str) else REGION for p in turn.prompt)
+    def render_prompt(self, turn: Turn | str) -> str:
+        """The prompt's text as the model reads it: region references as ``<region>`` and ``prompt_case`` applied."""
+        text = turn if isinstance(turn, str) else "".join(p if isinstance(p, str) else REGION for p in turn.prompt)
+        if self.config.prompt_case == "sentence":
+            text = sentence_case(text, keep=(REGION,))
         return text
 
     def _box_as_seg(self, part: GroundRef, sample: GroundingSample) -> bool:
@@ -388,10 +400,7 @@ class GroundingProcessor:
     def encode_request(self, image, prompt: str | Turn, regions=None) -> EncodedSample:
         """An inference request: image + one prompt (text with ``<region>`` placeholders, or a Turn), ending
         with the generation prompt. ``regions``: R x 4 xyxy boxes in the original frame."""
-        if isinstance(prompt, Turn):
-            prompt_text = self.render_prompt(prompt)
-        else:
-            prompt_text = str(prompt)
+        prompt_text = self.render_prompt(prompt if isinstance(prompt, Turn) else str(prompt))
         if not prompt_text.strip():
             raise ValueError("the prompt is empty")
         img, sam_image, geometry, key = self._image(image)

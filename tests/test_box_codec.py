@@ -71,7 +71,11 @@ def test_round_trip_error_is_within_quantisation(a, b, c, d, w, h):
 def _relist(text: str, drop=()) -> str:
     from grounding.parse import parse_answer, relist_segments
 
-    return relist_segments(text, parse_answer(text, make_box_codec("default"), (100, 100)), drop)
+    parsed = parse_answer(text, make_box_codec("default"), (100, 100))
+    out, kept = relist_segments(text, parsed, drop)
+    assert kept == [i for i in range(parsed.num_seg) if i not in drop] or (kept == [min(drop)] and len(drop) == parsed.num_seg)
+    assert len(kept) == out.count("[SEG]")
+    return out
 
 
 def test_relist_segments_takes_items_out_of_a_list_and_rejoins_it():

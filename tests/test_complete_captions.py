@@ -141,3 +141,54 @@ def test_generate_reports_each_answers_presence_map_and_the_option_needs_the_hea
     assert 0.0 <= ans.presence <= 1.0
     with pytest.raises(ValueError, match="complete_captions"):
         build_tiny("composed", complete_captions=True)
+
+
+CAPTION = "The image shows <p>a red square</p> [SEG], <p>a speck</p> [SEG] and <p>a blue circle</p> [SEG] on black."
+
+
+def _caption_masks(s: int) -> torch.Tensor:
+    """Three masks over an s x s input: an object, an empty one, another object."""
+    logits = torch.full((3, 1, s, s), -8.0)
+    logits[0, 0, 0:4, 0:4] = 5.0
+    logits[2, 0, 8:12, 8:12] = 5.0
+    return logits
+
+
+def test_prune_phrases_drops_the_phrases_whose_seg_found_nothing(sample):
+    model, proc = build_tiny("composed", prune_phrases=0.01)
+    geo = proc.encode_request(sample.image, "Describe the image.").geometry
+    logits = _caption_masks(geo.input_size)
+    ans = _answer(model, geo, CAPTION, logits.clone(), None)
+    model._prune_phrases(ans, None, geo)  # no verifier: only the empty mask goes
+    assert ans.text == "The image shows <p>a red square</p> [SEG] and <p>a blue circle</p> [SEG] on black."
+    assert [s.phrase for s in ans.parsed.segments] == ["a red square", "a blue circle"]
+    assert torch.equal(ans.mask_logits, logits[[0, 2]]) and ans.scores.shape == (2,)
+    # with a verifier's best logits: the first phrase's [SEG] scored below 0.01 goes too, the others stay
+    ans = _answer(model, geo, CAPTION, logits.clone(), None)
+    model._prune_phrases(ans, torch.tensor([-6.0, 2.0, 3.0]), geo)
+    assert ans.text == "The image shows <p>a blue circle</p> [SEG] on black."
+    assert torch.equal(ans.mask_logits, logits[[2]])
+    # an answer with one phrase, or whose masks and [SEG]s disagree, is left alone
+    for text, rows in (("There is <p>a speck</p> [SEG].", [1]), (CAPTION, [0, 1])):
+        ans = _answer(model, geo, text, logits[rows].clone(), None)
+        model._prune_phrases(ans, None, geo)
+        assert ans.text == text and len(ans.mask_logits) == len(rows)
+    with pytest.raises(ValueError, match="prune_phrases"):
+        build_tiny("composed", prune_phrases=1.5)
+
+
+def test_generate_prunes_with_the_verifiers_best_logits(monkeypatch, sample):
+    model, proc = build_tiny("composed", verifier=True, prune_phrases=0.01)
+    seq = model.tokenizer.encode(CAPTION, add_special_tokens=False)
+    assert seq.count(model.tokens.seg) == 3
+    batch = proc.collate([proc.encode_request(sample.image, "Describe the image.")], padding_side="left")
+    logits = _caption_masks(batch.geometries[0].input_size)
+    logits[1, 0, 20:22, 20:22] = 5.0  # not empty: only the verifier can drop it
+    monkeypatch.setattr(model, "_generate_tokens",
+                        lambda *a: ([seq], [torch.randn(len(seq) + 1, model.vision_llm.hidden_size)], None))
+    monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (logits.clone(), torch.ones(3, 1), None))
+    monkeypatch.setattr(model, "verify_masks", lambda emb, states, index, lg, prior, groups=None: (lg, torch.tensor([4.0, -9.0, 4.0])))
+    with torch.no_grad():
+        (ans,) = model.generate(batch, max_new_tokens=4)
+    assert ans.parsed.clean_text == "The image shows a red square and a blue circle on black."
+    assert ans.mask_logits.shape[0] == 2 and torch.equal(ans.mask_logits, logits[[0, 2]])

@@ -228,6 +228,28 @@ def test_independent_turns_equal_single_turn_chats(kind, sample):
     assert out.seg_hidden.shape[0] == packed.seg_masks.shape[0] == 3
 
 
+def test_prompt_case_sentence_reads_shouted_prompts_as_the_templates_write_them(sample):
+    import dataclasses
+
+    from grounding.model import HeadOptions
+    from grounding.presets import TinyPreset
+    from grounding.processor import ProcessorConfig
+
+    _, keep = TinyPreset("composed").build(HeadOptions())
+    _, folds = TinyPreset("composed").build(HeadOptions(), ProcessorConfig(prompt_case="sentence"))
+    ids = lambda proc, p: proc.encode_request(sample.image, p).input_ids.tolist()  # noqa: E731
+    plain = "Please segment the red square."
+    assert ids(folds, "PLEASE SEGMENT THE RED SQUARE.") == ids(folds, plain) == ids(keep, plain)
+    assert ids(keep, "PLEASE SEGMENT THE RED SQUARE.") != ids(keep, plain)  # "keep": as typed
+    # in training too: a turn typed in title case is encoded as its template
+    turn = sample.turns[0]
+    titled = dataclasses.replace(turn, prompt=tuple(p.title() if isinstance(p, str) else p for p in turn.prompt))
+    shouted = dataclasses.replace(sample, turns=[titled])
+    assert folds.encode(shouted).input_ids.tolist() == folds.encode(dataclasses.replace(sample, turns=[turn])).input_ids.tolist()
+    with pytest.raises(ValueError, match="prompt_case"):
+        ProcessorConfig(prompt_case="lower")
+
+
 def test_qwen2vl_refuses_packing(sample):
     from grounding.model import HeadOptions
     from grounding.presets import TinyPreset

@@ -15,6 +15,7 @@ from data.templates import (
     referring_turn,
     region_turn,
     restyle_prompt,
+    sentence_case,
     with_determiner,
 )
 
@@ -135,3 +136,19 @@ def test_restyle_prompt_draws_styles_and_keeps_regions():
     t = referring_turn("the blue star", [], np.random.default_rng(1))
     styles = {restyle_prompt(t, np.random.default_rng(s)).prompt_text() for s in range(60)}
     assert any(s.isupper() for s in styles) and any("segment" not in s.lower() for s in styles)
+
+
+def test_sentence_case_undoes_capitals_and_title_case_and_leaves_other_prompts():
+    rng = np.random.default_rng(0)
+    for e in ("red circle", "the largest blue star", "all the green shapes"):
+        t = referring_turn(e, [0], rng)
+        original = t.prompt_text()
+        for style in ("upper", "title"):
+            assert sentence_case(restyle_prompt(t, rng, style).prompt_text()) == original
+        assert sentence_case(original) == original
+    assert sentence_case("WHERE IS THE RED CIRCLE? GIVE ITS BOX.") == "Where is the red circle? Give its box."
+    for kept in ("Segment Barack Obama, please.", "Segment the NASA logo.", "red circle", "I", "3D", ""):
+        assert sentence_case(kept) == kept  # mixed case, one word, nothing to judge: as typed
+    # a placeholder is neither judged nor changed
+    assert sentence_case("WHAT IS IN <region>?", keep=("<region>",)) == "What is in <region>?"
+    assert sentence_case("What Is In <REGION>?", keep=("<REGION>",)) == "What is in <REGION>?"
