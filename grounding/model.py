@@ -129,8 +129,8 @@ class HeadOptions:
     complete_captions: bool = False
     """In generation, an answer that grounds phrases (``<p>phrase</p> [SEG]``: a grounded caption) is completed with
     the objects its presence map finds that none of its masks covers (``heads.uncovered_parts``: parts of the map's
-    logits > 0, at most half covered, at least 0.4% of the frame): each becomes ``, <p>an object</p> [SEG]`` after
-    the answer's last [SEG], with that part as its mask (``describe_phrases`` then names it). The presence head is
+    logits > 0, at most half covered, at least 0.4% of the frame): each becomes ``<p>an object</p> [SEG]``, one more item of
+    the list of the answer's last [SEG] ("A, B, an object and an object"), with that part as its mask (``describe_phrases`` then names it). The presence head is
     trained to map the union of an answer's masks, so for a caption it maps every object the caption should
     ground, whether or not the language model wrote a phrase for it. Needs the presence head."""
 
@@ -543,9 +543,9 @@ class GroundingModel(nn.Module):
 
     def _complete_caption(self, answer: GeneratedAnswer, valid: torch.Tensor, geometry) -> None:
         """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
-        of its masks covers is appended as ``, <p>an object</p> [SEG]`` after its last [SEG] (or its box), with that part as
-        its mask (logits: the map's inside the part, ``-|map|`` outside), and the list rejoined
-        (``parse.relist_segments``: "A and B, C" -> "A, B and C"); ``scores`` get the part's mean probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
+        of its masks covers is appended as ``<p>an object</p> [SEG]`` after its last [SEG] (or its box), the last after
+        " and ", with that part as its mask (logits: the map's inside the part, ``-|map|`` outside), and the list
+        rejoined (``parse.relist_segments``: "A and B, C and D" -> "A, B, C and D"); ``scores`` get the part's mean probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
         if answer.presence_map is None or answer.mask_logits is None or len(answer.mask_logits) != answer.parsed.num_seg:
             return
         if not any(s.phrase is not None and s.seg_index is not None for s in answer.parsed.segments):
@@ -564,7 +564,8 @@ class GroundingModel(nn.Module):
         at = answer.text.rfind(SEG) + len(SEG)
         if answer.text.startswith(BOX_END, at):  # a last "<box>[SEG]</box>": after its box
             at += len(BOX_END)
-        added = "".join(f", {PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}" for _ in parts)
+        item = f"{PHRASE_START}{COMPLETED_PHRASE}{PHRASE_END} {SEG}"
+        added = "".join(f", {item}" for _ in parts[1:]) + f" and {item}"  # the list's new last item after "and"
         h, w = geometry.original_hw
         text = answer.text[:at] + added + answer.text[at:]
         answer.text, _ = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))  # "A and B, C" -> "A, B and C"

@@ -116,7 +116,14 @@ def test_a_caption_gets_a_phrase_and_mask_for_each_object_its_masks_miss(sample)
     text = "The image shows <p>a red square</p> [SEG] and <p>a red square</p> at <box>[SEG]</box>."
     ans = _answer(model, geo, text, logits.clone(), pmap)
     model._complete_caption(ans, valid, geo)
-    assert ans.text.endswith(f"<box>[SEG]</box>, <p>{COMPLETED_PHRASE}</p> [SEG].")
+    assert ans.text.endswith(f"<box>[SEG]</box> and <p>{COMPLETED_PHRASE}</p> [SEG].")
+    # a caption pruned to one phrase: the objects added make a list with it again
+    text = "The image shows <p>a red square</p> [SEG] on a plain background."
+    pmap[0, 0:1, 0:1] = -6.0
+    pmap[0, 0:1, 6:8] = 6.0  # a second missed object
+    ans = _answer(model, geo, text, logits[:1].clone(), pmap)
+    model._complete_caption(ans, valid, geo)
+    assert ans.parsed.clean_text == f"The image shows a red square, {COMPLETED_PHRASE} and {COMPLETED_PHRASE} on a plain background."
 
 
 def test_answers_without_grounded_phrases_or_without_a_miss_are_left_alone(sample):

@@ -41,8 +41,9 @@ def test_shipped_default_model_config_is_the_recipe_with_its_verifier():
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         lightning_cli(["test", "--config", str(ROOT / "configs/default.yaml"), "--config",
                        str(ROOT / "configs/default_verifier.yaml"), "--print_config"])
-    recipe = yaml.safe_load(out.getvalue())["model"]["heads"]
-    shipped = yaml.safe_load((ROOT / "grounding/assets/default/config.yaml").read_text())["heads"]
-    assert shipped["verifier"] is True
-    differ = {k: (v, recipe.get(k)) for k, v in shipped.items() if recipe.get(k) != v}
-    assert not differ, differ
+    recipe = yaml.safe_load(out.getvalue())["model"]
+    shipped = yaml.safe_load((ROOT / "grounding/assets/default/config.yaml").read_text())
+    assert shipped["heads"]["verifier"] is True and shipped["processor"]["prompt_case"] == "sentence"
+    for part in ("heads", "processor"):
+        differ = {k: (v, recipe[part].get(k)) for k, v in shipped[part].items() if recipe[part].get(k) != v}
+        assert not differ, (part, differ)

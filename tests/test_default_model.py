@@ -79,3 +79,17 @@ def test_default_model_masks_are_full_size_and_round_trip(predictor):
     assert d["text"] == res.text
     for seg in res.segments:
         assert seg.mask is None or seg.mask.shape == predictor.image.shape[:2]
+
+
+def test_default_model_reads_capitals_as_typed_by_the_templates_and_prunes_empty_caption_phrases(predictor):
+    from pathlib import Path
+
+    image = str(Path(__file__).resolve().parents[1] / "demo" / "assets" / "shapes.png")  # the README's quick start
+    plain = predictor.predict(image, "Segment the red circle.")
+    shouted = predictor.predict(prompt="SEGMENT THE RED CIRCLE.")
+    assert len(plain.segments) == len(shouted.segments) == 1
+    assert np.array_equal(plain.segments[0].mask, shouted.segments[0].mask)
+    caption = predictor.predict(prompt="Describe the image with grounded phrases.")
+    assert len(caption.segments) >= 4
+    assert all(s.phrase and s.mask is not None and s.mask.any() for s in caption.segments)
+    assert caption.text.count(" and ") == 1  # one list of the objects: "A, B, ... and Z"
