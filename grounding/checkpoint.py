@@ -48,17 +48,20 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return value
 
 
-def load_trained_weights(module: torch.nn.Module, path: str | Path) -> list[str]:
+def load_trained_weights(module: torch.nn.Module, path: str | Path, leave_out: tuple[str, ...] = ()) -> list[str]:
     """Load a file written by ``save_trained_weights`` into ``module``; returns the keys loaded.
 
     Raises ``ValueError`` naming keys the module does not have or whose shapes differ (a checkpoint for a
-    different configuration), rather than loading part of it silently.
+    different configuration), rather than loading part of it silently. ``leave_out``: name prefixes of tensors
+    the file may hold and the module may lack (a part the module was configured without), skipped.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = load_file(str(path))
     own = module.state_dict()
+    if leave_out:
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(tuple(leave_out))}
     unknown = sorted(k for k in state if k not in own)
     if unknown:
         raise ValueError(f"{path}: {len(unknown)} tensors do not exist in the model, e.g. {unknown[:5]}")

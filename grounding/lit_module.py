@@ -84,7 +84,9 @@ class GroundingLitModule(L.LightningModule):
         optim: optimizer and schedule.
         evaluation: generation-based validation metrics.
         feature_cache_dir: cache frozen image-encoder features here (None: no cache).
-        init_weights: a safetensors file of trained parts to load before training (e.g. a shipped checkpoint).
+        init_weights: a safetensors file of trained parts to load before training (e.g. a shipped checkpoint). A
+            model without a mask verifier (``heads.verifier`` off) loads the file's other parts and leaves its
+            verifier out, so the shipped parts can be measured or trained on without their second stage.
         gradient_checkpointing: recompute the language model's decoder layers in backward instead of keeping
             their activations (non-reentrant checkpointing, so it works with LoRA, frozen embeddings and DDP).
     """
@@ -122,7 +124,8 @@ class GroundingLitModule(L.LightningModule):
         if init_weights:
             from grounding.checkpoint import load_trained_weights
 
-            load_trained_weights(self, init_weights)
+            # the mask verifier is a second stage: a model configured without it starts from the other parts
+            load_trained_weights(self, init_weights, leave_out=() if self.model.mask_verifier is not None else ("model.mask_verifier.",))
         self.evaluator = Evaluator(self.model, self.processor, evaluation or EvalConfig())
 
     # ------------------------------------------------------------------ parts
