@@ -125,7 +125,8 @@ class GroundingLitModule(L.LightningModule):
             from grounding.checkpoint import load_trained_weights
 
             # the mask verifier is a second stage: a model configured without it starts from the other parts
-            load_trained_weights(self, init_weights, leave_out=() if self.model.mask_verifier is not None else ("model.mask_verifier.",))
+            leave_out = () if self.model.mask_verifier is not None else ("model.mask_verifier.",)
+            load_trained_weights(self, init_weights, leave_out=leave_out)
         self.evaluator = Evaluator(self.model, self.processor, evaluation or EvalConfig())
 
     # ------------------------------------------------------------------ parts

@@ -129,10 +129,11 @@ class HeadOptions:
     complete_captions: bool = False
     """In generation, an answer that grounds phrases (``<p>phrase</p> [SEG]``: a grounded caption) is completed with
     the objects its presence map finds that none of its masks covers (``heads.uncovered_parts``: parts of the map's
-    logits > 0, at most half covered, at least 0.4% of the frame): each becomes ``<p>an object</p> [SEG]``, one more item of
-    the list of the answer's last [SEG] ("A, B, an object and an object"), with that part as its mask (``describe_phrases`` then names it). The presence head is
-    trained to map the union of an answer's masks, so for a caption it maps every object the caption should
-    ground, whether or not the language model wrote a phrase for it. Needs the presence head."""
+    logits > 0, at most half covered, at least 0.4% of the frame): each becomes ``<p>an object</p> [SEG]``, one more
+    item of the list of the answer's last [SEG] ("A, B, an object and an object"), with that part as its mask
+    (``describe_phrases`` then names it). The presence head is trained to map the union of an answer's masks, so for
+    a caption it maps every object the caption should ground, whether or not the language model wrote a phrase for
+    it. Needs the presence head."""
 
 
 COMPLETED_PHRASE = "an object"
@@ -470,13 +471,12 @@ class GroundingModel(nn.Module):
             if self.options.min_mask_cells:
                 logits = empty_specks(logits, self.options.min_mask_cells / math.prod(self.mask_head.embedding_size))
             start = 0
-            geo_of = {id(a): g for a, g in zip(answers, batch.geometries)}
-            for a, k in zip(answers, counts):
+            for a, k, geo in zip(answers, counts, batch.geometries):
                 if k:
                     a.mask_logits = logits[start : start + k]
                     a.scores = iou[start : start + k, 0]
                     if self.options.prune_phrases is not None:
-                        self._prune_phrases(a, None if best is None else best[start : start + k], geo_of[id(a)])
+                        self._prune_phrases(a, None if best is None else best[start : start + k], geo)
                 start += k
             if self.options.complete_captions:
                 valid = batch.image_valid_masks
@@ -545,7 +545,8 @@ class GroundingModel(nn.Module):
         """``HeadOptions.complete_captions`` for one answer, in place: each object its presence map finds that none
         of its masks covers is appended as ``<p>an object</p> [SEG]`` after its last [SEG] (or its box), the last after
         " and ", with that part as its mask (logits: the map's inside the part, ``-|map|`` outside), and the list
-        rejoined (``parse.relist_segments``: "A and B, C and D" -> "A, B, C and D"); ``scores`` get the part's mean probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
+        rejoined (``parse.relist_segments``: "A and B, C and D" -> "A, B, C and D"); ``scores`` get the part's mean
+        probability. Answers without phrase-grounded [SEG]s, or whose masks and [SEG]s disagree, are left alone."""
         if answer.presence_map is None or answer.mask_logits is None or len(answer.mask_logits) != answer.parsed.num_seg:
             return
         if not any(s.phrase is not None and s.seg_index is not None for s in answer.parsed.segments):
@@ -568,7 +569,7 @@ class GroundingModel(nn.Module):
         added = "".join(f", {item}" for _ in parts[1:]) + f" and {item}"  # the list's new last item after "and"
         h, w = geometry.original_hw
         text = answer.text[:at] + added + answer.text[at:]
-        answer.text, _ = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))  # "A and B, C" -> "A, B and C"
+        answer.text, _ = relist_segments(text, parse_answer(text, self.box_codec, (w, h)))
         answer.parsed = parse_answer(answer.text, self.box_codec, (w, h))
 
     def _prune_phrases(self, answer: GeneratedAnswer, best: torch.Tensor | None, geometry) -> None:
@@ -581,7 +582,9 @@ class GroundingModel(nn.Module):
         if len(phrased) < 2:
             return
         empty = ~(logits > 0).flatten(1).any(1)
-        weak = torch.zeros_like(empty) if best is None else torch.sigmoid(best.float()).to(empty.device) < self.options.prune_phrases
+        weak = torch.zeros_like(empty)
+        if best is not None:
+            weak = torch.sigmoid(best.float()).to(empty.device) < self.options.prune_phrases
         drop = [j for j in phrased if bool(empty[j] or weak[j])]
         if not drop:
             return
