@@ -5,7 +5,8 @@ Teacher-forces every question of held-out scenes as ``grounding fit-verifier`` d
 each threshold, the share of absent objects whose best probability stays at or below it (``absent``) and of one-target,
 relation and box questions whose object is there that it calls present (``present/<task>``), plus the mean IoU of
 the part the verifier picks (``pick/<task>``) against the highest-mean-logit part (``decoder/<task>``) and the best
-part among the candidates (``oracle/<task>``).
+part among the candidates (``oracle/<task>``). A model with a presence verifier (``heads.presence_verifier``) makes
+its presence calls, and ``--fit`` its fusion weights, from that verifier's best logit; the picks stay the mask verifier's.
 
     python benchmarks/verifier_threshold.py --model default --split val --scenes 40
     python benchmarks/verifier_threshold.py --model default --split val --scenes 40 --fit   # heads.verifier_fusion
@@ -46,7 +47,7 @@ def main() -> None:
     with torch.no_grad():
         data = collect(model, predictor.processor, (ds[i] for i in range(args.scenes)))
         for t in args.thresholds:
-            report = evaluate(model.mask_verifier, data, t)
+            report = evaluate(model.mask_verifier, data, t, model.presence_verifier)
             if t == args.thresholds[0]:
                 print(f"{len(data)} [SEG] states, {len(data.labels)} candidates; mean IoU of the part picked / of the part of"
                       " highest mean logit / of the best part:")
@@ -66,7 +67,8 @@ def fit_fusion(model, data, thresholds, fit_tasks) -> None:
 
     if data.head is None:
         raise SystemExit("the model has no presence head: nothing to fuse")
-    scores = model.mask_verifier(data.states, data.features.float(), data.owner).float()
+    verifier = model.presence_verifier or model.mask_verifier  # the one whose best logit decides presence
+    scores = verifier(data.states, data.features.float(), data.owner).float()
     best = torch.full((len(data),), float("-inf")).scatter_reduce(0, data.owner, scores, "amax")
     keep = [i for i in range(len(data)) if bool(data.absent[i]) or data.tasks[i] in ("res", "reason", "rec")]
     x = torch.stack([data.head[keep], best[keep]], 1).numpy()

@@ -85,8 +85,8 @@ class GroundingLitModule(L.LightningModule):
         evaluation: generation-based validation metrics.
         feature_cache_dir: cache frozen image-encoder features here (None: no cache).
         init_weights: a safetensors file of trained parts to load before training (e.g. a shipped checkpoint). A
-            model without a mask verifier (``heads.verifier`` off) loads the file's other parts and leaves its
-            verifier out, so the shipped parts can be measured or trained on without their second stage.
+            model without a mask verifier (``heads.verifier`` off) or presence verifier loads the file's other parts
+            and leaves those verifiers out, so the shipped parts can be measured or trained on without their second stage.
         gradient_checkpointing: recompute the language model's decoder layers in backward instead of keeping
             their activations (non-reentrant checkpointing, so it works with LoRA, frozen embeddings and DDP).
     """
@@ -124,8 +124,8 @@ class GroundingLitModule(L.LightningModule):
         if init_weights:
             from grounding.checkpoint import load_trained_weights
 
-            # the mask verifier is a second stage: a model configured without it starts from the other parts
-            leave_out = () if self.model.mask_verifier is not None else ("model.mask_verifier.",)
+            # the verifiers are a second stage: a model configured without them starts from the other parts
+            leave_out = tuple(f"model.{name}." for name in ("mask_verifier", "presence_verifier") if getattr(self.model, name) is None)
             load_trained_weights(self, init_weights, leave_out=leave_out)
         self.evaluator = Evaluator(self.model, self.processor, evaluation or EvalConfig())
 
@@ -223,7 +223,7 @@ class GroundingLitModule(L.LightningModule):
         gradients that exist, so processes would disagree on the sizes)."""
         parts = [self.model.seg_projector, self.model.region_encoder, self.model.mask_head.mask_decoder,
                  self.model.seg_prior, self.model.presence_head, self.model.mask_head.prompt_encoder,
-                 self.model.mask_verifier]  # the verifier trains in `grounding fit-verifier`, not here
+                 self.model.mask_verifier, self.model.presence_verifier]  # the verifiers train in `grounding fit-verifier`, not here
         total = None
         for mod in parts:
             if mod is None:

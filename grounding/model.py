@@ -107,6 +107,13 @@ class HeadOptions:
     """With ``verifier_presence``: (w_head, w_verifier, bias): a one-[SEG] answer's presence probability is
     sigmoid(w_head * presence-head logit + w_verifier * the verifier's best logit + bias) instead of the verifier's
     alone (the head has read the question; ``benchmarks/verifier_threshold.py --fit`` fits the weights)."""
+    presence_verifier: bool = False
+    """With ``verifier_presence``: a second ``heads.MaskVerifier`` gives the verifier's evidence (its best logit over
+    the [SEG]'s candidates) instead of the mask verifier, which still picks the mask. ``grounding fit-verifier
+    --presence-verifier W`` fits it on the same candidates with a multiple-instance term (weight W): a state's best
+    candidate must score "present" exactly when one of its candidates is the [SEG]'s object. That term makes the
+    best logit a sharper presence call but, on the one verifier, costs the choice of part (docs/default-model.md),
+    hence two."""
     verifier_threshold: float | None = None
     """With ``verifier_presence``: the verifier probability a one-[SEG] answer must exceed (None: ``presence_threshold``).
     Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""
@@ -220,6 +227,7 @@ class GroundingModel(nn.Module):
         seg_prior: nn.Module | None = None,
         presence_head: nn.Module | None = None,
         mask_verifier: nn.Module | None = None,
+        presence_verifier: nn.Module | None = None,
     ):
         super().__init__()
         self.vision_llm = vision_llm
@@ -238,6 +246,9 @@ class GroundingModel(nn.Module):
         if self.options.verifier and not self.options.verify_thresholds:
             raise ValueError("HeadOptions.verify_thresholds must hold at least one threshold")
         self.mask_verifier = mask_verifier
+        if self.options.presence_verifier and (presence_verifier is None or not self.options.verifier):
+            raise ValueError("HeadOptions.presence_verifier needs the mask verifier (verifier: true) and a presence_verifier module")
+        self.presence_verifier = presence_verifier
         if self.options.min_mask_cells is not None and self.options.min_mask_cells < 0:
             raise ValueError(f"min_mask_cells must be >= 0 or None, got {self.options.min_mask_cells}")
         p = self.options.prune_phrases
@@ -486,10 +497,12 @@ class GroundingModel(nn.Module):
                 self._write_seg_boxes(a, geo)
         return answers
 
-    def verify_masks(self, image_embeddings, seg_hidden, image_index, logits, prior, groups=None):
+    def verify_masks(self, image_embeddings, seg_hidden, image_index, logits, prior, groups=None, presence=False):
         """Cut N [SEG] masks (low-res logits N x 1 x h' x w') to the candidate the verifier scores highest against
         each state (``HeadOptions.verifier``; ``heads.select_parts``, rows of one group taking different
-        candidates). Returns (the cut logits, N best verifier logits; -inf where a mask has no candidate)."""
+        candidates). Returns (the cut logits, N best verifier logits; -inf where a mask has no candidate).
+        ``presence``: the N best logits are the presence verifier's (``HeadOptions.presence_verifier``) where
+        the model has one."""
         cands = mask_parts(logits, self.options.verify_thresholds)
         if len(cands) == 0:
             return select_parts(logits, cands, logits.new_zeros(0), groups)
@@ -498,7 +511,11 @@ class GroundingModel(nn.Module):
             cands.masks, image_embeddings, image_index[owner], logits[owner], None if prior is None else prior[owner]
         )
         scores = self.mask_verifier(seg_hidden, feats, owner).float()
-        return select_parts(logits, cands, scores, groups)
+        cut, best = select_parts(logits, cands, scores, groups)
+        if presence and self.presence_verifier is not None:
+            evidence = self.presence_verifier(seg_hidden, feats, owner).float()
+            best = torch.full_like(best, float("-inf")).scatter_reduce(0, owner, evidence, "amax")
+        return cut, best
 
     @property
     def _stop_ids(self) -> set[int]:
@@ -611,7 +628,7 @@ class GroundingModel(nn.Module):
         states = torch.stack(states)
         if self._verifier_decides:  # the verifier's best logit over the [SEG]'s candidates
             logits, _, prior = self.decode_masks(image_embeddings, states, index, None)
-            _, best = self.verify_masks(image_embeddings, states, index, logits, prior)
+            _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True)
             return dict(zip(owners, best.tolist()))
         maps = self.seg_prior(states, image_embeddings, index)
         return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))

@@ -1,6 +1,6 @@
 """Fit the mask verifier (``heads.MaskVerifier``) on a frozen model's own candidates: ``grounding fit-verifier``.
 
-    grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2   # the shipped recipe, ~97 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2 --presence-verifier 0.5   # the shipped recipe, ~105 min on 2 CPU cores
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
@@ -149,12 +149,17 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
 
 
 def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float = 1e-3, weight_decay: float = 0.01,
-        states_per_step: int = 64, seed: int = 0, on_epoch=None) -> list[float]:
+        states_per_step: int = 64, seed: int = 0, on_epoch=None, presence_weight: float = 0.0) -> list[float]:
     """Train the verifier on collected candidates (BCE); returns the mean loss of each epoch. ``on_epoch(epoch,
-    loss)`` is called after each (say, to evaluate)."""
+    loss)`` is called after each (say, to evaluate). ``presence_weight`` > 0 adds a multiple-instance term with that
+    weight: BCE of each state's best candidate logit against "one of its candidates is positive" (0 for an absent
+    object), which makes the best logit a presence call (``HeadOptions.presence_verifier``)."""
+    if presence_weight < 0:
+        raise ValueError(f"presence_weight must be >= 0, got {presence_weight}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(verifier.parameters(), lr=lr, weight_decay=weight_decay)
+    present = torch.zeros(len(data)).scatter_reduce(0, data.owner, data.labels.float(), "amax")  # N: a positive candidate
     losses = []
     for epoch in range(epochs):
         verifier.train()
@@ -165,8 +170,12 @@ def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float 
             rows = data.rows_of(chosen)
             local = torch.full((len(data),), -1, dtype=torch.long)
             local[torch.as_tensor(chosen)] = torch.arange(len(chosen))
-            logit = verifier(data.states[chosen], data.features[rows].float(), local[data.owner[rows]])
+            owner = local[data.owner[rows]]
+            logit = verifier(data.states[chosen], data.features[rows].float(), owner)
             loss = F.binary_cross_entropy_with_logits(logit, data.labels[rows])
+            if presence_weight:
+                best = torch.full((len(chosen),), -1e4).scatter_reduce(0, owner, logit, "amax", include_self=False)
+                loss = loss + presence_weight * F.binary_cross_entropy_with_logits(best, present[torch.as_tensor(chosen)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -180,20 +189,26 @@ def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float 
 
 
 @torch.no_grad()
-def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5) -> dict[str, float]:
+def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5,
+             presence_verifier: MaskVerifier | None = None) -> dict[str, float]:
     """On collected candidates: the mean IoU with the target of the candidate the verifier picks (``pick/<task>``)
     and of the candidate of highest mean decoder logit (``decoder/<task>``, the rule of ``heads.keep_one_part``) and
     the best candidate's (``oracle/<task>``: what a perfect choice would get), for questions whose object is there; the share of one-[SEG] questions whose object is there (one target, relations,
     boxes) that the verifier's best probability calls present at ``threshold`` (``present/<task>``), and of absent
-    objects called absent (``absent``): the trade-off ``HeadOptions.verifier_threshold`` sets in generation."""
+    objects called absent (``absent``): the trade-off ``HeadOptions.verifier_threshold`` sets in generation.
+    ``presence_verifier``: the presence calls are its best probabilities (``HeadOptions.presence_verifier``)."""
     verifier.eval()
     scores = verifier(data.states, data.features.float(), data.owner)
+    calls = scores
+    if presence_verifier is not None:
+        presence_verifier.eval()
+        calls = presence_verifier(data.states, data.features.float(), data.owner)
     mean_logit = data.features[:, -3].float()  # MaskVerifier.features' evidence: mean decoder logit (scaled)
     cut = math.log(threshold / (1.0 - threshold))
     out: dict[str, list[float]] = {}
     for i in range(len(data)):
         rows = (data.owner == i).nonzero()[:, 0]
-        best = float(scores[rows].max())
+        best = float(calls[rows].max())
         if bool(data.absent[i]):
             out.setdefault("absent", []).append(best <= cut)
             continue
@@ -227,6 +242,10 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
                         "are collected once: it must be the same --model, --scenes and --start), else written to it "
                         "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
+    p.add_argument("--presence-verifier", type=float, default=None, metavar="WEIGHT",
+                   help="also fit a presence verifier (heads.presence_verifier) on the same candidates, with a "
+                        "multiple-instance term of this weight (the shipped one: 0.5), whose best logit decides presence "
+                        "while the mask verifier picks the part; ~7 min more")
     p.add_argument("--presence-threshold", type=float, default=0.3,
                    help="written as heads.verifier_threshold: the verifier probability a one-[SEG] answer must exceed "
                         "to ground something (default 0.3, chosen on validation scenes; README)")
@@ -277,6 +296,9 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.scenes < 1 or args.epochs < 1:
         print("grounding fit-verifier: --scenes and --epochs must be >= 1", file=sys.stderr)
         return 2
+    if args.presence_verifier is not None and args.presence_verifier <= 0:
+        print(f"grounding fit-verifier: --presence-verifier must be > 0, got {args.presence_verifier}", file=sys.stderr)
+        return 2
     if args.context is not None and args.context < 0:
         print(f"grounding fit-verifier: --context must be >= 0, got {args.context}", file=sys.stderr)
         return 2
@@ -290,9 +312,11 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     heads["verifier_threshold"] = args.presence_threshold
     if args.context is not None:
         heads["verifier_context"] = args.context
+    heads["presence_verifier"] = args.presence_verifier is not None
     config["heads"] = heads
     lit = build_lit_from_config(config)
-    load_trained_weights(lit, src / TRAINED_FILE)
+    # a source with a presence verifier, fitted again without one: its presence verifier is left out
+    load_trained_weights(lit, src / TRAINED_FILE, leave_out=() if heads["presence_verifier"] else ("model.presence_verifier.",))
     lit.eval()
     model, processor = lit.model, lit.processor
     torch.manual_seed(args.seed)
@@ -306,13 +330,18 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "
           f"({data.labels.mean():.1%} positive) in {(time.monotonic() - started) / 60:.1f} min", flush=True)
 
-    def report(epoch, loss):
-        line = f"epoch {epoch + 1}: train loss {loss:.3f}"
-        if held is not None:
-            line += "  val " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(model.mask_verifier, held, args.presence_threshold).items())
-        print(line, flush=True)
+    def reporter(verifier, name):
+        def report(epoch, loss):
+            line = f"{name} epoch {epoch + 1}: train loss {loss:.3f}"
+            if held is not None:
+                line += "  val " + "  ".join(f"{k} {v:.3f}" for k, v in evaluate(verifier, held, args.presence_threshold).items())
+            print(line, flush=True)
+        return report
 
-    fit(model.mask_verifier, data, epochs=args.epochs, lr=args.lr, seed=args.seed, on_epoch=report)
+    fit(model.mask_verifier, data, epochs=args.epochs, lr=args.lr, seed=args.seed, on_epoch=reporter(model.mask_verifier, "verifier"))
+    if args.presence_verifier is not None:
+        fit(model.presence_verifier, data, epochs=args.epochs, lr=args.lr, seed=args.seed,
+            on_epoch=reporter(model.presence_verifier, "presence verifier"), presence_weight=args.presence_verifier)
     manifest = {}
     if (src / MANIFEST_FILE).is_file():
         import json
@@ -320,7 +349,7 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
         manifest = json.loads((src / MANIFEST_FILE).read_text())
     manifest["verifier"] = {
         "recipe": "grounding fit-verifier " + " ".join(argv if argv is not None else sys.argv[2:]),
-        "scenes": args.scenes, "start": args.start, "epochs": args.epochs,
+        "scenes": args.scenes, "start": args.start, "epochs": args.epochs, "presence_weight": args.presence_verifier,
         "minutes": round((time.monotonic() - started) / 60, 1),
     }
     dtype = manifest.get("dtype")

@@ -59,23 +59,29 @@ def test_loading_weights_of_another_configuration_fails_clearly(tmp_path):
 def test_a_model_without_a_verifier_starts_from_parts_that_have_one(tmp_path):
     """init_weights of a verifier model's parts (the shipped default's) into a model configured without the verifier:
     every other part loads, the verifier is left out; a tensor of any other part the model lacks still fails."""
-    cfg = {**CFG, "heads": {"seg_tokens": 2, "seg_prior": True, "presence": True, "verifier": True}}
+    cfg = {**CFG, "heads": {"seg_tokens": 2, "seg_prior": True, "presence": True, "verifier": True, "presence_verifier": True}}
     torch.manual_seed(0)
     with_verifier = build_lit_from_config(cfg)
+    assert with_verifier.model.presence_verifier is not None
     save_trained_folder(with_verifier, tmp_path / "v", cfg)
     path = tmp_path / "v" / "trained.safetensors"
-    plain = build_lit_from_config({**cfg, "heads": {**cfg["heads"], "verifier": False},
+    plain = build_lit_from_config({**cfg, "heads": {**cfg["heads"], "verifier": False, "presence_verifier": False},
                                    "init_weights": str(path)})
-    assert plain.model.mask_verifier is None
+    assert plain.model.mask_verifier is None and plain.model.presence_verifier is None
     own, src = plain.state_dict(), with_verifier.state_dict()
-    shared = [k for k in own if k in src and not k.startswith("model.mask_verifier.")]
+    shared = [k for k in own if k in src and not k.startswith(("model.mask_verifier.", "model.presence_verifier."))]
     assert any(k.startswith("model.presence_head.") for k in shared)
     assert all(torch.equal(own[k], src[k]) for k in shared)
     with pytest.raises(ValueError, match="do not exist in the model"):  # without leave_out: refused
         load_trained_weights(plain, path)
     no_presence = build_lit_from_config({**cfg, "heads": {"seg_tokens": 2, "seg_prior": True}})
     with pytest.raises(ValueError, match="presence_head"):
-        load_trained_weights(no_presence, path, leave_out=("model.mask_verifier.",))
+        load_trained_weights(no_presence, path, leave_out=("model.mask_verifier.", "model.presence_verifier."))
+    # the mask verifier alone (the verifier shipped before): the file's presence verifier is left out, the rest loads
+    mask_only = build_lit_from_config({**cfg, "heads": {**cfg["heads"], "presence_verifier": False}, "init_weights": str(path)})
+    assert mask_only.model.presence_verifier is None
+    own = mask_only.state_dict()
+    assert all(torch.equal(own[k], src[k]) for k in own if k.startswith("model.mask_verifier."))
 
 
 def test_trained_folder_in_half_precision(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -77,6 +79,55 @@ def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
     assert not m._accepts(0.3, -0.85)
 
 
+def test_presence_verifier_gives_the_evidence_and_the_mask_verifier_the_mask(monkeypatch):
+    """With HeadOptions.presence_verifier a one-[SEG] answer's evidence is the presence verifier's best logit over
+    the [SEG]'s candidates, while the mask is still the mask verifier's pick."""
+    lit = tiny_lit(presence=True, seg_prior=True, verifier=True, presence_verifier=True)
+    lit.eval()
+    m, seg = lit.model, lit.model.tokens.seg
+    d = m.vision_llm.hidden_size
+    emb = torch.randn(1, m.mask_head.embed_dim, *m.mask_head.embedding_size)
+    decoded = _decoded()
+    monkeypatch.setattr(m, "decode_masks", lambda *a, **k: (decoded.clone(), torch.ones(1, 1), None))
+    monkeypatch.setattr(m.mask_verifier, "forward", lambda h, f, o: torch.tensor([2.0, -1.0]))  # picks the weak object
+    monkeypatch.setattr(m.presence_verifier, "forward", lambda h, f, o: torch.tensor([-3.0, -0.5]))
+    requests = type("Requests", (), {"image_valid_masks": torch.ones(1, 16, 16, dtype=torch.bool)})()
+    states = torch.randn(1, d)
+    with torch.no_grad():
+        got = m._seg_evidence(requests, emb, [[5, seg, 6]], [torch.randn(3, d)], [0])
+        cut, pick = m.verify_masks(emb, states, torch.tensor([0]), decoded, None)
+        cut_p, pres = m.verify_masks(emb, states, torch.tensor([0]), decoded, None, presence=True)
+    assert got == {0: pytest.approx(-0.5)}  # the presence verifier's best, not the mask verifier's 2.0
+    assert float(pick[0]) == pytest.approx(2.0) and float(pres[0]) == pytest.approx(-0.5)
+    assert torch.equal(cut, cut_p) and (cut[0, 0, 1:4, 1:4] > 0).all() and not (cut[0, 0, 8:] > 0).any()
+
+
+def test_fit_presence_weight_adds_the_best_candidate_term():
+    """fit's multiple-instance term: BCE of each state's best candidate logit against "one of its candidates is
+    positive" (absent objects: 0), weighted; checked by hand with the weights frozen (lr 0, one step)."""
+    import torch.nn.functional as F
+
+    from grounding.verifier_fit import VerifierData, fit
+    from heads import MaskVerifier
+
+    torch.manual_seed(0)
+    v = MaskVerifier(8, 4, dim=8, crop=8)
+    owner = torch.tensor([0, 0, 1, 1, 1, 2])
+    labels = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # state 0 has its object; 1 does not; 2 is absent
+    data = VerifierData(torch.randn(6, v.n_inputs), owner, labels, labels.clone(), torch.randn(3, 8),
+                        ["res", "res", "res_none"], torch.tensor([False, False, True]))
+    with torch.no_grad():
+        logit = v(data.states, data.features, owner)
+    best = torch.stack([logit[owner == i].max() for i in range(3)])
+    plain = F.binary_cross_entropy_with_logits(logit, labels)
+    mil = F.binary_cross_entropy_with_logits(best, torch.tensor([1.0, 0.0, 0.0]))
+    assert fit(v, data, epochs=1, lr=0.0, weight_decay=0.0, states_per_step=8)[0] == pytest.approx(float(plain), rel=1e-5)
+    got = fit(v, data, epochs=1, lr=0.0, weight_decay=0.0, states_per_step=8, presence_weight=0.5)[0]
+    assert got == pytest.approx(float(plain + 0.5 * mil), rel=1e-5)
+    with pytest.raises(ValueError, match="presence_weight"):
+        fit(v, data, presence_weight=-1.0)
+
+
 def test_verifier_options_are_checked():
     from grounding.model import GroundingModel, HeadOptions
 
@@ -86,6 +137,8 @@ def test_verifier_options_are_checked():
         GroundingModel(**parts, options=HeadOptions(verifier=True))
     with pytest.raises(ValueError, match="verify_thresholds"):
         build_tiny("composed", verifier=True, verify_thresholds=())
+    with pytest.raises(ValueError, match="presence_verifier needs the mask verifier"):
+        build_tiny("composed", presence_verifier=True)
     with pytest.raises(ValueError, match="verifier_threshold"):
         build_tiny("composed", verifier=True, verifier_threshold=1.5)
     with pytest.raises(ValueError, match="verifier_fusion"):
@@ -127,6 +180,15 @@ def test_collect_labels_candidates_and_fit_learns_them():
     assert low["absent"] == 0.0 and high["absent"] == 1.0
     assert all(low[k] == 1.0 and high[k] == 0.0 for k in low if k.startswith("present/"))
     assert {k: v for k, v in low.items() if k.startswith("pick/")} == {k: v for k, v in high.items() if k.startswith("pick/")}
+    # another verifier's presence calls (HeadOptions.presence_verifier): the picks stay this one's
+    from heads import MaskVerifier
+
+    other = MaskVerifier(lit.model.vision_llm.hidden_size, lit.model.mask_head.embed_dim)
+    with torch.no_grad():
+        other_scores = other(data.states, data.features.float(), data.owner)
+        mixed = evaluate(lit.model.mask_verifier, data, float(torch.sigmoid(other_scores.max().double() + 1)), other)
+    assert mixed["absent"] == 1.0 and all(mixed[k] == 0.0 for k in mixed if k.startswith("present/"))
+    assert all(mixed[k] == report[k] for k in report if k.startswith("pick/"))
 
 
 def test_collect_records_the_presence_head_logit_of_each_question():
@@ -191,6 +253,9 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
     assert "not a trained-parts folder" in capsys.readouterr().err
     assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-threshold", "1.5"]) == 2
     assert "--presence-threshold must be in (0, 1)" in capsys.readouterr().err
+    assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-verifier", "0"]) == 2
+    assert "--presence-verifier must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_empty_specks_empties_masks_below_the_fraction_and_keeps_their_order():
@@ -241,14 +306,26 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
         raise AssertionError("collected again")
 
     monkeypatch.setattr(vf, "collect", no_collect)
-    assert main([*args, "--out", str(tmp_path / "b"), "--context", "1"]) == 0  # read from the file, not collected
+    # read from the file, not collected; with a presence verifier fitted on the same candidates
+    assert main([*args, "--out", str(tmp_path / "b"), "--context", "1", "--presence-verifier", "0.5"]) == 0
     heads = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["heads"]
-    assert heads["verifier_context"] == 1
+    assert heads["verifier_context"] == 1 and heads["presence_verifier"] is True
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["verifier"]["presence_weight"] == 0.5
     model, _ = load_model(str(tmp_path / "b"))
     assert model.mask_verifier.context is not None and len(model.mask_verifier.context) == 1
+    assert model.presence_verifier is not None and len(model.presence_verifier.context) == 1
+    pv, mv = model.presence_verifier.state_dict(), model.mask_verifier.state_dict()
+    assert any(not torch.equal(pv[k], mv[k]) for k in pv)  # fitted on its own, not a copy
+
     capsys.readouterr()
     # a file of other scenes is refused in one line, and nothing is written
     assert main([*args[:6], "1", *args[7:], "--out", str(tmp_path / "c")]) == 2
     assert "holds the candidates of" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
     assert main([*args, "--out", str(tmp_path / "d"), "--context", "-1"]) == 2
+    # a source with a presence verifier, fitted again without one: its presence verifier is left out, none written
+    monkeypatch.undo()
+    assert main(["fit-verifier", "--model", str(tmp_path / "b"), "--scenes", "1", "--start", "0", "--val-scenes", "1",
+                 "--epochs", "1", "--out", str(tmp_path / "e")]) == 0
+    assert yaml.safe_load((tmp_path / "e" / "config.yaml").read_text())["heads"]["presence_verifier"] is False
+    assert load_model(str(tmp_path / "e"))[0].presence_verifier is None
