@@ -112,8 +112,8 @@ class HeadOptions:
     the [SEG]'s candidates) instead of the mask verifier, which still picks the mask. ``grounding fit-verifier
     --presence-verifier W`` fits it on the same candidates with a multiple-instance term (weight W): a state's best
     candidate must score "present" exactly when one of its candidates is the [SEG]'s object. That term makes the
-    best logit a sharper presence call but, on the one verifier, costs the choice of part (docs/default-model.md),
-    hence two."""
+    best logit a sharper presence call but, on the one verifier, costs the choice of part, hence two. Not in the
+    shipped default: sharper when teacher-forced, it did not raise generated N-acc (docs/default-model.md)."""
     verifier_threshold: float | None = None
     """With ``verifier_presence``: the verifier probability a one-[SEG] answer must exceed (None: ``presence_threshold``).
     Its probability runs lower on harder questions whose object is there (relations, boxes) than on plain ones."""

@@ -1,6 +1,7 @@
 """Fit the mask verifier (``heads.MaskVerifier``) on a frozen model's own candidates: ``grounding fit-verifier``.
 
-    grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2 --presence-verifier 0.5   # the shipped recipe, ~105 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2   # the shipped recipe, ~97 min on 2 CPU cores
+    grounding fit-verifier --model outputs/default/model --out outputs/verified_p --context 2 --presence-verifier 0.5   # + a presence verifier (tried, not shipped)
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
@@ -244,8 +245,8 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                         "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
     p.add_argument("--presence-verifier", type=float, default=None, metavar="WEIGHT",
                    help="also fit a presence verifier (heads.presence_verifier) on the same candidates, with a "
-                        "multiple-instance term of this weight (the shipped one: 0.5), whose best logit decides presence "
-                        "while the mask verifier picks the part; ~7 min more")
+                        "multiple-instance term of this weight (0.5 was tried: docs/default-model.md), whose best logit "
+                        "decides presence while the mask verifier picks the part; ~7 min more")
     p.add_argument("--presence-threshold", type=float, default=0.3,
                    help="written as heads.verifier_threshold: the verifier probability a one-[SEG] answer must exceed "
                         "to ground something (default 0.3, chosen on validation scenes; README)")
