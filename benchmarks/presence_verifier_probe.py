@@ -12,8 +12,9 @@ called present at the fused threshold, and the mean IoU of the part each verifie
     python benchmarks/presence_verifier_probe.py --candidates outputs/verifier_candidates_1000.pt --weights 0 0.15 0.5
 
 About 8 minutes a fit on 2 CPU cores (15 epochs over 85% of 1000 scenes' candidates); docs/default-model.md has the
-numbers. A weight that sharpens presence costs picks, so the shipped model fits the presence verifier beside the mask
-verifier (``heads.presence_verifier``) rather than giving the one verifier the term.
+numbers. A weight that sharpens presence costs picks, hence a presence verifier beside the mask verifier
+(``heads.presence_verifier``) rather than the term on the one verifier; tried, not shipped (it did not raise generated
+N-acc).
 """
 
 from __future__ import annotations
@@ -25,47 +26,15 @@ import time
 import numpy as np
 import torch
 
-from grounding.verifier_fit import VerifierData, fit
+from grounding.verifier_fit import VerifierData, evaluate, fit
 from heads import MaskVerifier
-
-
-def subset(data: VerifierData, states: np.ndarray) -> VerifierData:
-    """The given states of ``data`` and their candidates, renumbered."""
-    rows = data.rows_of(states)
-    remap = torch.full((len(data),), -1, dtype=torch.long)
-    remap[torch.as_tensor(states)] = torch.arange(len(states))
-    return VerifierData(data.features[rows], remap[data.owner[rows]], data.labels[rows], data.target_iou[rows],
-                        data.states[states], [data.tasks[i] for i in states], data.absent[states],
-                        None if data.head is None else data.head[states])
-
-
-@torch.no_grad()
-def scores_of(verifier: MaskVerifier, data: VerifierData, chunk: int = 200) -> torch.Tensor:
-    """Every candidate's logit, a chunk of states at a time (a context verifier attends within the batch)."""
-    out = torch.empty(len(data.labels))
-    for start in range(0, len(data), chunk):
-        states = np.arange(start, min(len(data), start + chunk))
-        rows = data.rows_of(states)
-        out[rows] = verifier(data.states[states], data.features[rows].float(), data.owner[rows] - start).float()
-    return out
 
 
 def presence_table(scores: torch.Tensor, data: VerifierData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(head logit, verifier's best logit, 1 = object there) of the one-target and absent states."""
-    best = torch.full((len(data),), float("-inf")).scatter_reduce(0, data.owner, scores, "amax")
+    best = data.best(scores)
     keep = [i for i in range(len(data)) if bool(data.absent[i]) or data.tasks[i] == "res"]
     return data.head[keep].numpy(), best[keep].numpy(), np.array([0 if data.absent[i] else 1 for i in keep])
-
-
-def picks(scores: torch.Tensor, data: VerifierData) -> dict[str, float]:
-    """Mean IoU with its target of the candidate picked, per task, for states whose object is there."""
-    out: dict[str, list[float]] = {}
-    for i in range(len(data)):
-        if bool(data.absent[i]):
-            continue
-        rows = (data.owner == i).nonzero()[:, 0]
-        out.setdefault(data.tasks[i], []).append(float(data.target_iou[rows][scores[rows].argmax()]))
-    return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 
 def main() -> None:
@@ -86,7 +55,7 @@ def main() -> None:
     if val is None or full.head is None:
         raise SystemExit(f"{args.candidates} needs validation states and presence-head logits (a model with a presence head)")
     cut = int(len(full) * (1 - args.held))
-    train, held = subset(full, np.arange(cut)), subset(full, np.arange(cut, len(full)))
+    train, held = full.subset(np.arange(cut)), full.subset(np.arange(cut, len(full)))
     hidden, n_inputs = full.states.shape[1], full.features.shape[1]
     embed = n_inputs - 32**2 - MaskVerifier.n_geometry - MaskVerifier.n_evidence  # the default 32 x 32 shape crop
     print(f"{len(train)} states fitted, {len(held)} held out; presence on held-out one-target vs absent questions, "
@@ -98,13 +67,11 @@ def main() -> None:
             verifier = MaskVerifier(hidden, embed, context=args.context)
             started = time.monotonic()
             fit(verifier, train, epochs=args.epochs, seed=seed, presence_weight=weight)
-            verifier.eval()
-            hv, bv, yv = presence_table(scores_of(verifier, val), val)
+            hv, bv, yv = presence_table(val.scores(verifier), val)
             fusion = LogisticRegression(class_weight="balanced").fit(np.stack([hv, bv], 1), yv)
-            s = scores_of(verifier, held)
-            h, b, y = presence_table(s, held)
+            h, b, y = presence_table(held.scores(verifier), held)
             fused = np.stack([h, b], 1) @ fusion.coef_[0] + fusion.intercept_[0]
-            pick = "  ".join(f"{k} {v:.3f}" for k, v in picks(s, held).items())
+            pick = "  ".join(f"{k[5:]} {v:.3f}" for k, v in evaluate(verifier, held).items() if k.startswith("pick/"))
             print(f"weight {weight} seed {seed} ({(time.monotonic() - started) / 60:.1f} min): ROC AUC verifier "
                   f"{roc_auc_score(y, b):.3f} fused {roc_auc_score(y, fused):.3f} head {roc_auc_score(y, h):.3f}; "
                   f"absent {np.mean(fused[y == 0] <= logit_cut):.3f} present {np.mean(fused[y == 1] > logit_cut):.3f}; "

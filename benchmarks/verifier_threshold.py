@@ -68,8 +68,7 @@ def fit_fusion(model, data, thresholds, fit_tasks) -> None:
     if data.head is None:
         raise SystemExit("the model has no presence head: nothing to fuse")
     verifier = model.presence_verifier or model.mask_verifier  # the one whose best logit decides presence
-    scores = verifier(data.states, data.features.float(), data.owner).float()
-    best = torch.full((len(data),), float("-inf")).scatter_reduce(0, data.owner, scores, "amax")
+    best = data.best(data.scores(verifier))
     keep = [i for i in range(len(data)) if bool(data.absent[i]) or data.tasks[i] in ("res", "reason", "rec")]
     x = torch.stack([data.head[keep], best[keep]], 1).numpy()
     y = (~data.absent[keep]).numpy().astype(int)

@@ -73,6 +73,32 @@ class VerifierData:
         pick[torch.as_tensor(states)] = True
         return pick[self.owner].nonzero()[:, 0]
 
+    def subset(self, states: np.ndarray) -> "VerifierData":
+        """The given states (in that order) and their candidates, renumbered."""
+        rows = self.rows_of(states)
+        remap = torch.full((len(self),), -1, dtype=torch.long)
+        remap[torch.as_tensor(states)] = torch.arange(len(states))
+        return VerifierData(self.features[rows], remap[self.owner[rows]], self.labels[rows], self.target_iou[rows],
+                            self.states[states], [self.tasks[i] for i in states], self.absent[states],
+                            None if self.head is None else self.head[states])
+
+    @torch.no_grad()
+    def scores(self, verifier: MaskVerifier, chunk: int = 256) -> torch.Tensor:
+        """K logits of ``verifier`` for every candidate, ``chunk`` states at a time (a context verifier's attention
+        within one call is K x K: thousands of states at once would not fit; its candidates only see their own
+        state's, so the chunks change nothing)."""
+        verifier.eval()
+        out = torch.empty(len(self.labels))
+        for start in range(0, len(self), chunk):
+            states = np.arange(start, min(len(self), start + chunk))
+            rows = self.rows_of(states)
+            out[rows] = verifier(self.states[states], self.features[rows].float(), self.owner[rows] - start).float()
+        return out
+
+    def best(self, values: torch.Tensor) -> torch.Tensor:
+        """N: the largest of K per-candidate ``values`` over each state's candidates."""
+        return torch.full((len(self),), float("-inf")).scatter_reduce(0, self.owner, values.float(), "amax")
+
 
 def _with_absent_seg(sample: GroundingSample) -> tuple[GroundingSample, list[bool]]:
     """The sample with every no-target question answered "Sure, it is [SEG]." (about target 0: only the state
@@ -160,7 +186,7 @@ def fit(verifier: MaskVerifier, data: VerifierData, epochs: int = 15, lr: float 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(verifier.parameters(), lr=lr, weight_decay=weight_decay)
-    present = torch.zeros(len(data)).scatter_reduce(0, data.owner, data.labels.float(), "amax")  # N: a positive candidate
+    present = data.best(data.labels)  # N: 1 where a candidate is positive (every state has candidates)
     losses = []
     for epoch in range(epochs):
         verifier.train()
@@ -198,12 +224,8 @@ def evaluate(verifier: MaskVerifier, data: VerifierData, threshold: float = 0.5,
     boxes) that the verifier's best probability calls present at ``threshold`` (``present/<task>``), and of absent
     objects called absent (``absent``): the trade-off ``HeadOptions.verifier_threshold`` sets in generation.
     ``presence_verifier``: the presence calls are its best probabilities (``HeadOptions.presence_verifier``)."""
-    verifier.eval()
-    scores = verifier(data.states, data.features.float(), data.owner)
-    calls = scores
-    if presence_verifier is not None:
-        presence_verifier.eval()
-        calls = presence_verifier(data.states, data.features.float(), data.owner)
+    scores = data.scores(verifier)
+    calls = scores if presence_verifier is None else data.scores(presence_verifier)
     mean_logit = data.features[:, -3].float()  # MaskVerifier.features' evidence: mean decoder logit (scaled)
     cut = math.log(threshold / (1.0 - threshold))
     out: dict[str, list[float]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -126,6 +127,27 @@ def test_fit_presence_weight_adds_the_best_candidate_term():
     assert got == pytest.approx(float(plain + 0.5 * mil), rel=1e-5)
     with pytest.raises(ValueError, match="presence_weight"):
         fit(v, data, presence_weight=-1.0)
+
+
+def test_verifier_data_scores_in_chunks_and_subsets_renumber():
+    """VerifierData.scores gives a context verifier's logits whatever the chunk (candidates attend within their own
+    state); subset keeps the chosen states' candidates and renumbers their owners; best is the per-state max."""
+    from grounding.verifier_fit import VerifierData
+    from heads import MaskVerifier
+
+    torch.manual_seed(0)
+    v = MaskVerifier(8, 4, dim=8, crop=8, context=1)
+    owner = torch.tensor([0, 0, 1, 2, 2, 2])
+    data = VerifierData(torch.randn(6, v.n_inputs), owner, torch.tensor([0.0, 1, 1, 0, 0, 1]), torch.rand(6),
+                        torch.randn(3, 8), ["res", "rec", "res_none"], torch.tensor([False, False, True]))
+    with torch.no_grad():
+        whole = v.eval()(data.states, data.features, owner)
+    for chunk in (1, 2, 3):
+        assert torch.allclose(data.scores(v, chunk=chunk), whole, atol=1e-5)
+    assert torch.equal(data.best(torch.arange(6.0)), torch.tensor([1.0, 2.0, 5.0]))
+    part = data.subset(np.array([2, 0]))
+    assert part.tasks == ["res_none", "res"] and torch.equal(part.owner, torch.tensor([1, 1, 0, 0, 0]))
+    assert torch.equal(part.features, data.features[[0, 1, 3, 4, 5]]) and torch.equal(part.absent, torch.tensor([True, False]))
 
 
 def test_verifier_options_are_checked():
