@@ -93,6 +93,10 @@ class HeadOptions:
     """Transformer blocks in which the verifier's candidates of one [SEG] attend to each other (``heads.MaskVerifier``'s
     ``context``): a relation ("left of", "the largest") is about how a candidate stands among the others. 0: each
     candidate is scored on its own (the shipped verifier)."""
+    verifier_colour: bool = False
+    """The verifiers also read each candidate's pixel colour (``heads.MaskVerifier(colour=True)``: per channel, mean and
+    spread of the input image under it): an encoder trained on grey medical images (LiteMedSAM) keeps little of hue.
+    Fitted by ``grounding fit-verifier --colour``."""
     verify_thresholds: tuple[float, ...] = (-1.0, -3.0)
     """Decoder-logit thresholds whose parts are the verifier's candidates."""
     verifier_presence: bool = True
@@ -245,6 +249,10 @@ class GroundingModel(nn.Module):
             raise ValueError("HeadOptions.verifier is set but no mask_verifier module was given")
         if self.options.verifier and not self.options.verify_thresholds:
             raise ValueError("HeadOptions.verify_thresholds must hold at least one threshold")
+        for name, v in (("mask_verifier", mask_verifier), ("presence_verifier", presence_verifier)):
+            if v is not None and (v.colour is not None) != bool(self.options.verifier_colour):
+                raise ValueError(f"{name} {'reads' if v.colour is not None else 'does not read'} colour but "
+                                 f"HeadOptions.verifier_colour is {self.options.verifier_colour}")
         self.mask_verifier = mask_verifier
         if self.options.presence_verifier and (presence_verifier is None or not self.options.verifier):
             raise ValueError("HeadOptions.presence_verifier needs the mask verifier (verifier: true) and a presence_verifier module")
@@ -476,7 +484,8 @@ class GroundingModel(nn.Module):
             )
             best = None
             if self.mask_verifier is not None:
-                logits, best = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index)
+                logits, best = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index,
+                                                 images=batch.sam_images)
             elif self.options.mask_one_part is not None:
                 logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
             if self.options.min_mask_cells:
@@ -497,18 +506,21 @@ class GroundingModel(nn.Module):
                 self._write_seg_boxes(a, geo)
         return answers
 
-    def verify_masks(self, image_embeddings, seg_hidden, image_index, logits, prior, groups=None, presence=False):
+    def verify_masks(self, image_embeddings, seg_hidden, image_index, logits, prior, groups=None, presence=False,
+                     images=None):
         """Cut N [SEG] masks (low-res logits N x 1 x h' x w') to the candidate the verifier scores highest against
         each state (``HeadOptions.verifier``; ``heads.select_parts``, rows of one group taking different
         candidates). Returns (the cut logits, N best verifier logits; -inf where a mask has no candidate).
         ``presence``: the N best logits are the presence verifier's (``HeadOptions.presence_verifier``) where
-        the model has one."""
+        the model has one. ``images``: B x 3 x S x S, the batch's input images (``GroundingBatch.sam_images``), read by
+        a verifier of pixel colour (``HeadOptions.verifier_colour``)."""
         cands = mask_parts(logits, self.options.verify_thresholds)
         if len(cands) == 0:
             return select_parts(logits, cands, logits.new_zeros(0), groups)
         owner = cands.owner.to(image_embeddings.device)
         feats = self.mask_verifier.features(
-            cands.masks, image_embeddings, image_index[owner], logits[owner], None if prior is None else prior[owner]
+            cands.masks, image_embeddings, image_index[owner], logits[owner], None if prior is None else prior[owner],
+            images=images,
         )
         scores = self.mask_verifier(seg_hidden, feats, owner).float()
         cut, best = select_parts(logits, cands, scores, groups)
@@ -628,7 +640,7 @@ class GroundingModel(nn.Module):
         states = torch.stack(states)
         if self._verifier_decides:  # the verifier's best logit over the [SEG]'s candidates
             logits, _, prior = self.decode_masks(image_embeddings, states, index, None)
-            _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True)
+            _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True, images=batch.sam_images)
             return dict(zip(owners, best.tolist()))
         maps = self.seg_prior(states, image_embeddings, index)
         return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))

@@ -62,10 +62,10 @@ def assemble(
         options=options,
         seg_prior=seg_prior,
         presence_head=SegPrior(**prior) if options.presence else None,
-        mask_verifier=MaskVerifier(vision_llm.hidden_size, mask_head.embed_dim, context=options.verifier_context)
-        if options.verifier else None,
-        presence_verifier=MaskVerifier(vision_llm.hidden_size, mask_head.embed_dim, context=options.verifier_context)
-        if options.presence_verifier else None,
+        mask_verifier=MaskVerifier(vision_llm.hidden_size, mask_head.embed_dim, context=options.verifier_context,
+                                   colour=options.verifier_colour) if options.verifier else None,
+        presence_verifier=MaskVerifier(vision_llm.hidden_size, mask_head.embed_dim, context=options.verifier_context,
+                                       colour=options.verifier_colour) if options.presence_verifier else None,
     )
     processor = GroundingProcessor(vision_llm, image_transform_for(mask_head), processor_config)
     return model, processor

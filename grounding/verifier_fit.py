@@ -141,7 +141,7 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
             continue
         o = cands.owner
         x = verifier.features(cands.masks, f.image_embeddings, torch.zeros_like(o), f.mask_logits[o],
-                              None if f.prior_logits is None else f.prior_logits[o])
+                              None if f.prior_logits is None else f.prior_logits[o], images=batch.sam_images)
         low = cands.masks.shape[-1]
         gt_low = F.interpolate(gts[:, None].float(), (low, low), mode="nearest")[:, 0].bool() if gts.shape[-1] != low else gts
         inter = (cands.masks[:, None] & gt_low[None]).flatten(2).sum(2).float()
@@ -261,6 +261,9 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None,
                    help="heads.verifier_context: transformer blocks in which one [SEG]'s candidates attend to each other "
                         "(default: the source config's, 0 if it has none)")
+    p.add_argument("--colour", action=argparse.BooleanOptionalAction, default=None,
+                   help="heads.verifier_colour: the verifiers also read each candidate's pixel colour (mean and spread "
+                        "of each channel under it; default: the source config's, off if it has none)")
     p.add_argument("--candidates", default=None,
                    help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
                         "are collected once: it must be the same --model, --scenes and --start), else written to it "
@@ -283,6 +286,8 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
     """The training and held-out candidates: read from ``--candidates`` if it exists (it holds both, and names the
     scenes they came from: a file of other scenes is refused), else collected (and written there if given)."""
     key = {"model": str(args.model), "start": args.start, "scenes": args.scenes, "val_scenes": args.val_scenes}
+    if model.options.verifier_colour:  # (the features differ; keys of files written without colour stay as they were)
+        key["colour"] = True
     path = Path(args.candidates) if args.candidates else None
     if path is not None and path.is_file():
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -336,10 +341,19 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.context is not None:
         heads["verifier_context"] = args.context
     heads["presence_verifier"] = args.presence_verifier is not None
+    if args.colour is not None:
+        heads["verifier_colour"] = args.colour
     config["heads"] = heads
+    torch.manual_seed(args.seed)  # (the verifiers' initial weights)
     lit = build_lit_from_config(config)
-    # a source with a presence verifier, fitted again without one: its presence verifier is left out
-    load_trained_weights(lit, src / TRAINED_FILE, leave_out=() if heads["presence_verifier"] else ("model.presence_verifier.",))
+    # the verifiers are fitted from scratch, whatever verifiers the source has (a source with a presence verifier,
+    # fitted again without one: its presence verifier is left out)
+    fresh = {name: {k: v.clone() for k, v in m.state_dict().items()}
+             for name, m in (("mask_verifier", lit.model.mask_verifier), ("presence_verifier", lit.model.presence_verifier))
+             if m is not None}
+    load_trained_weights(lit, src / TRAINED_FILE, leave_out=("model.mask_verifier.", "model.presence_verifier."))
+    for name, state in fresh.items():
+        getattr(lit.model, name).load_state_dict(state)
     lit.eval()
     model, processor = lit.model, lit.processor
     torch.manual_seed(args.seed)

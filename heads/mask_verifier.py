@@ -8,6 +8,9 @@ what the candidate *is*:
 - its appearance: the image embedding averaged over the candidate (what the encoder says is there);
 - its shape: the binary mask cropped to its box, padded square and resized to ``crop`` pixels, through a small
   CNN: the decoder draws an object's outline sharply even where the encoder's cells say little of its shape;
+- its colour (``colour=True``): the mean and spread of each channel of the input image's pixels under it. A
+  SAM-style encoder trained on grey medical images (LiteMedSAM) keeps little of hue (its embedding and the region
+  answers read from it confuse orange with yellow, purple with blue); the pixels keep all of it;
 - its place and size: the box in the input frame (normalised) and the square root of its area;
 - the decoder's and the seg prior's own evidence: mean and largest decoder logit and mean seg-prior logit over it.
 
@@ -120,13 +123,16 @@ class MaskVerifier(nn.Module):
         logit_scale: decoder / prior logits are divided by this before use (they run to about +-20).
         context: transformer blocks in which the candidates of one ``[SEG]`` attend to each other (0: each candidate
             is scored on its own).
+        colour: also read each candidate's pixel colour (``features(..., images=)``: per channel, mean and standard
+            deviation of the input image under the candidate).
     """
 
     n_geometry = 5  # x1, y1, x2, y2 (normalised), sqrt(area fraction)
     n_evidence = 3  # mean and largest decoder logit, mean seg-prior logit over the candidate
+    n_colour_stats = 6  # per channel of the input image: mean and standard deviation under the candidate
 
     def __init__(self, in_dim: int, embed_dim: int = 256, dim: int = 128, crop: int = 32, logit_scale: float = 10.0,
-                 context: int = 0) -> None:
+                 context: int = 0, colour: bool = False) -> None:
         super().__init__()
         if crop % 8:
             raise ValueError(f"crop must be a multiple of 8, got {crop}")
@@ -140,6 +146,8 @@ class MaskVerifier(nn.Module):
             nn.Flatten(), nn.Linear(64 * (crop // 8) ** 2, dim),
         )
         self.appearance = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, dim))
+        self.n_colour = self.n_colour_stats if colour else 0
+        self.colour = nn.Linear(self.n_colour, dim) if colour else None
         self.extra = nn.Linear(self.n_geometry + self.n_evidence, dim)
         self.candidate = nn.Sequential(nn.GELU(), nn.LayerNorm(dim), nn.Linear(dim, dim))
         self.query = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -155,12 +163,16 @@ class MaskVerifier(nn.Module):
             self.context = None
 
     def features(self, masks: Tensor, image_embeddings: Tensor, image_index: Tensor, mask_logits: Tensor,
-                 prior_logits: Tensor | None) -> Tensor:
-        """The candidates' inputs, K x (embed_dim + crop^2 + 8) float: appearance, shape crop, geometry, evidence.
+                 prior_logits: Tensor | None, images: Tensor | None = None) -> Tensor:
+        """The candidates' inputs, K x ``n_inputs`` float: appearance, colour (with ``colour``), shape crop, geometry,
+        evidence.
 
         masks: K x S x S bool (input frame); image_embeddings: B x C x h x w; image_index: K (each candidate's image);
         mask_logits: K x 1 x s x s decoder logits of each candidate's own [SEG] (any s); prior_logits: K x 1 x h x w
-        seg-prior logits of that [SEG] (None: zeros)."""
+        seg-prior logits of that [SEG] (None: zeros); images: B x 3 x S' x S' the mask head's input images (the
+        encoder's normalised pixels, any S'; needed with ``colour``)."""
+        if self.colour is not None and images is None:
+            raise ValueError("this MaskVerifier reads colour (colour=True): features() needs the input images")
         k = masks.shape[0]
         if k == 0:
             return masks.new_zeros((0, self.n_inputs), dtype=torch.float32)
@@ -189,11 +201,14 @@ class MaskVerifier(nn.Module):
         geometry = torch.stack([x1, y1, x2, y2], 1).clamp(0, S) / S
         geometry = torch.cat([geometry, frac.sqrt()[:, None]], 1)
         crops = square_crops(masks, self.crop).flatten(1)
-        return torch.cat([appearance, crops, geometry, evidence], 1)
+        parts = [appearance]
+        if self.colour is not None:
+            parts.append(colour_stats(masks, images, image_index))
+        return torch.cat([*parts, crops, geometry, evidence], 1)
 
     @property
     def n_inputs(self) -> int:
-        return self.embed_dim + self.crop**2 + self.n_geometry + self.n_evidence
+        return self.embed_dim + self.n_colour + self.crop**2 + self.n_geometry + self.n_evidence
 
     def forward(self, hidden: Tensor, features: Tensor, owner: Tensor) -> Tensor:
         """hidden N x in_dim ([SEG] states), features K x n_inputs (``features``), owner K (each candidate's
@@ -206,9 +221,12 @@ class MaskVerifier(nn.Module):
             raise ValueError(f"owner must be ({features.shape[0]},), got {tuple(owner.shape)}")
         dtype = self.extra.weight.dtype
         features = features.to(dtype)
-        c = self.embed_dim
+        a = self.embed_dim
+        c = a + self.n_colour  # where the shape crop starts
         crops = features[:, c : c + self.crop**2].view(-1, 1, self.crop, self.crop)
-        cand = self.appearance(features[:, :c]) + self.shape(crops) + self.extra(features[:, c + self.crop**2 :])
+        cand = self.appearance(features[:, :a]) + self.shape(crops) + self.extra(features[:, c + self.crop**2 :])
+        if self.colour is not None:
+            cand = cand + self.colour(features[:, a:c])
         cand = self.candidate(cand)
         q = self.query(hidden.to(dtype))[owner]
         if self.context is not None:
@@ -220,6 +238,24 @@ class MaskVerifier(nn.Module):
                 x = block(x, src_mask=apart)
             cand = x[0]
         return self.score(torch.cat([cand, q, cand * q], 1))[:, 0]
+
+
+def colour_stats(masks: Tensor, images: Tensor, image_index: Tensor) -> Tensor:
+    """K x 6: per channel, the mean and standard deviation of ``images`` (B x 3 x S' x S') under each of K x S x S
+    ``masks`` (image ``image_index[k]``; the images are resized to S x S first if S' differs: area-averaged down,
+    nearest up)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be B x 3 x S x S, got {tuple(images.shape)}")
+    img = images.float()
+    if img.shape[-2:] != masks.shape[-2:]:
+        down = img.shape[-1] > masks.shape[-1]
+        img = F.interpolate(img, masks.shape[-2:], mode="area" if down else "nearest")
+    img = img.to(masks.device)[image_index.to(masks.device)]  # K x 3 x S x S
+    w = masks[:, None].float()
+    n = w.flatten(2).sum(2).clamp_min(1.0)  # K x 1
+    mean = (img * w).flatten(2).sum(2) / n
+    var = ((img - mean[:, :, None, None]) ** 2 * w).flatten(2).sum(2) / n
+    return torch.cat([mean, var.clamp_min(0).sqrt()], 1)
 
 
 def group_ranks(values: Tensor, groups: Tensor) -> Tensor:

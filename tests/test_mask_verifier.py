@@ -65,6 +65,73 @@ def test_features_are_the_candidates_appearance_geometry_and_evidence():
     assert ver.features(masks[:0], emb, torch.zeros(0, dtype=torch.long), logits[:0], None).shape == (0, ver.n_inputs)
 
 
+def test_colour_features_are_each_channels_mean_and_spread_under_the_candidate():
+    ver = MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8, colour=True)
+    assert ver.n_inputs == MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8).n_inputs + 6
+    emb = torch.zeros(2, 4, 8, 8)
+    images = torch.zeros(2, 3, 16, 16)  # half the masks' resolution: resized to 32 x 32 first
+    images[1, 0, :8, :] = 1.0  # image 1, red channel: 1 in the top half
+    images[1, 2] = 0.25
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, 8:24, 4:12] = True  # rows 8-23: half in the top half, half in the bottom
+    logits = torch.zeros(2, 1, 32, 32)
+    f = ver.features(masks, emb, torch.tensor([0, 1]), logits, None, images=images)
+    colour = f[:, 4:10]
+    # image 0: all zero; image 1: red 1 on half the pixels (mean 0.5, spread 0.5), green 0, blue 0.25 everywhere
+    assert torch.allclose(colour[0], torch.zeros(6))
+    assert torch.allclose(colour[1], torch.tensor([0.5, 0.0, 0.25, 0.5, 0.0, 0.0]), atol=1e-4)
+    # the layout after the colour is the colour-free verifier's: shape crop, geometry, evidence
+    plain = MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8).features(masks, emb, torch.tensor([0, 1]), logits, None)
+    assert torch.allclose(torch.cat([f[:, :4], f[:, 10:]], 1), plain)
+    with pytest.raises(ValueError, match="needs the input images"):
+        ver.features(masks, emb, torch.tensor([0, 1]), logits, None)
+    with pytest.raises(ValueError, match="B x 3"):
+        ver.features(masks, emb, torch.tensor([0, 1]), logits, None, images=images[:, :1])
+    assert ver(torch.zeros(2, 8), f, torch.tensor([0, 1])).shape == (2,)
+
+
+def test_only_a_colour_verifier_learns_which_candidate_has_the_asked_colour():
+    """Candidates of one shape and one embedding whose pixels are red or blue; the query asks for one colour. Only
+    the pixels tell them apart: the colour verifier must learn it, the one without colour cannot."""
+    rng = np.random.default_rng(0)
+    emb = torch.ones(1, 4, 16, 16)
+
+    def batch(ver, n):
+        masks, images, labels, queries = [], [], [], []
+        for _ in range(n):
+            r = int(rng.integers(6, 14))
+            cx, cy = (int(v) for v in rng.integers(r + 1, 64 - r - 1, 2))
+            m = _disc(64, cx, cy, r)
+            red = bool(rng.integers(2))
+            img = torch.full((3, 64, 64), 0.5)
+            img[0 if red else 2][torch.from_numpy(m)] = 0.9
+            ask_red = bool(rng.integers(2))
+            masks.append(m)
+            images.append(img)
+            queries.append([1.0, 0, 0, 0] if ask_red else [0, 1.0, 0, 0])
+            labels.append(float(red == ask_red))
+        m = torch.from_numpy(np.stack(masks))
+        f = ver.features(m, emb.expand(n, -1, -1, -1), torch.arange(n), torch.zeros(n, 1, 64, 64), None,
+                         images=torch.stack(images))
+        return f, torch.tensor(queries), torch.tensor(labels)
+
+    accuracy = {}
+    for colour in (True, False):
+        torch.manual_seed(0)
+        ver = MaskVerifier(in_dim=4, embed_dim=4, dim=16, crop=8, colour=colour)
+        (f, q, y), held = batch(ver, 256), batch(ver, 128)
+        opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
+        for _ in range(150):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, torch.arange(len(y))), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        f, q, y = held
+        with torch.no_grad():
+            accuracy[colour] = float(((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean())
+    assert accuracy[True] > 0.95 and accuracy[False] < 0.7, accuracy
+
+
 def test_select_parts_takes_the_best_scored_candidate_and_different_ones_within_a_group():
     logits = torch.cat([_two_objects()] * 3 + [torch.full((1, 1, 32, 32), -9.0)])
     cands = mask_parts(logits, (-1.0,))

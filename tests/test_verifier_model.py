@@ -167,6 +167,38 @@ def test_verifier_options_are_checked():
         build_tiny("composed", verifier=True, verifier_fusion=(1.0, 2.0))
     with pytest.raises(ValueError, match="min_mask_cells"):
         build_tiny("composed", min_mask_cells=-1.0)
+    from heads import MaskVerifier
+
+    plain = MaskVerifier(model.vision_llm.hidden_size, model.mask_head.embed_dim)
+    with pytest.raises(ValueError, match="mask_verifier does not read colour but HeadOptions.verifier_colour is True"):
+        GroundingModel(**parts, options=HeadOptions(verifier=True, verifier_colour=True), mask_verifier=plain)
+
+
+def test_a_colour_verifier_reads_the_batch_images_in_generation(monkeypatch, sample):
+    """With HeadOptions.verifier_colour the candidates' inputs carry the pixel colour of the request's own image."""
+    from heads.mask_verifier import colour_stats
+
+    model, proc = build_tiny("composed", verifier=True, verifier_colour=True)
+    assert model.mask_verifier.colour is not None
+    seg = model.tokens.seg
+    decoded = _decoded()
+    monkeypatch.setattr(model, "_generate_tokens", lambda *a: ([[7, seg]], [torch.randn(2, model.vision_llm.hidden_size)], None))
+    monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (decoded.clone(), torch.ones(1, 1), None))
+    seen = {}
+
+    def score(hidden, features, owner):
+        seen["features"] = features
+        return -torch.arange(features.shape[0], dtype=torch.float32)
+
+    monkeypatch.setattr(model.mask_verifier, "forward", score)
+    batch = proc.collate([proc.encode_request(sample.image, "Please segment the red square.")], padding_side="left")
+    with torch.no_grad():
+        model.generate(batch, max_new_tokens=4)
+    cands = mask_parts(decoded, (-1.0, -3.0))
+    a = model.mask_head.embed_dim
+    want = colour_stats(cands.masks, batch.sam_images, torch.zeros(len(cands), dtype=torch.long))
+    assert torch.allclose(seen["features"][:, a : a + 6], want)
+    assert not torch.allclose(want[0], want[1])  # the two objects' pixels differ (the sample's red and blue squares)
 
 
 def test_collect_labels_candidates_and_fit_learns_them():
@@ -351,3 +383,39 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
                  "--epochs", "1", "--out", str(tmp_path / "e")]) == 0
     assert yaml.safe_load((tmp_path / "e" / "config.yaml").read_text())["heads"]["presence_verifier"] is False
     assert load_model(str(tmp_path / "e"))[0].presence_verifier is None
+    # the verifier is fitted from scratch: from a source with a verifier ("b") it comes out as from one without
+    monkeypatch.setattr(vf, "collect", no_collect)
+    assert main([*args, "--out", str(tmp_path / "f"), "--context", "1"]) == 0
+    assert main([*args[:2], str(tmp_path / "b"), *args[3:], "--out", str(tmp_path / "g"), "--context", "1"]) == 2
+    assert "holds the candidates of" in capsys.readouterr().err  # (the file names the source model it came from)
+    monkeypatch.undo()
+    for name, source in (("f2", src), ("g2", tmp_path / "b")):
+        assert main(["fit-verifier", "--model", str(source), "--scenes", "1", "--start", "0", "--val-scenes", "0",
+                     "--epochs", "1", "--context", "1", "--out", str(tmp_path / name)]) == 0
+    f2, g2 = (load_model(str(tmp_path / n))[0].mask_verifier.state_dict() for n in ("f2", "g2"))
+    assert all(torch.equal(f2[k], g2[k]) for k in f2)
+
+
+@pytest.mark.slow
+def test_fit_verifier_colour_fits_a_verifier_of_pixel_colour(tmp_path, monkeypatch, capsys):
+    from grounding.cli import main
+    from grounding.hub import load_model
+
+    _, src = _tiny_source(tmp_path)
+    cands = tmp_path / "cands.pt"
+    args = ["fit-verifier", "--model", str(src), "--scenes", "1", "--start", "0", "--val-scenes", "1", "--epochs", "1",
+            "--candidates", str(cands)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # without colour: its candidates file
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b"), "--colour"]) == 2  # that file has no colour columns
+    assert "holds the candidates of" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    cands.unlink()
+    assert main([*args, "--out", str(tmp_path / "b"), "--colour"]) == 0
+    assert torch.load(str(cands), weights_only=True)["key"]["colour"] is True
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["heads"]["verifier_colour"] is True
+    model, _ = load_model(str(tmp_path / "b"))
+    assert model.mask_verifier.colour is not None
+    # refitted from that folder with --no-colour: a plain verifier again
+    assert main(["fit-verifier", "--model", str(tmp_path / "b"), "--scenes", "1", "--start", "0", "--val-scenes", "0",
+                 "--epochs", "1", "--no-colour", "--out", str(tmp_path / "c")]) == 0
+    assert load_model(str(tmp_path / "c"))[0].mask_verifier.colour is None
