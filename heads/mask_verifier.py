@@ -250,11 +250,18 @@ def colour_stats(masks: Tensor, images: Tensor, image_index: Tensor) -> Tensor:
     if img.shape[-2:] != masks.shape[-2:]:
         down = img.shape[-1] > masks.shape[-1]
         img = F.interpolate(img, masks.shape[-2:], mode="area" if down else "nearest")
-    img = img.to(masks.device)[image_index.to(masks.device)]  # K x 3 x S x S
-    w = masks[:, None].float()
-    n = w.flatten(2).sum(2).clamp_min(1.0)  # K x 1
-    mean = (img * w).flatten(2).sum(2) / n
-    var = ((img - mean[:, :, None, None]) ** 2 * w).flatten(2).sum(2) / n
+    img = img.to(masks.device).flatten(2)  # B x 3 x P
+    w = masks.flatten(1).float()  # K x P
+    image_index = image_index.to(masks.device)
+    sums = w.new_zeros((len(w), 3))
+    squares = w.new_zeros((len(w), 3))
+    for b in image_index.unique().tolist():  # the candidates of one image at a time: K_b x P @ P x 3
+        rows = (image_index == b).nonzero()[:, 0]
+        sums[rows] = w[rows] @ img[b].T
+        squares[rows] = w[rows] @ (img[b] ** 2).T
+    n = w.sum(1, keepdim=True).clamp_min(1.0)
+    mean = sums / n
+    var = squares / n - mean**2
     return torch.cat([mean, var.clamp_min(0).sqrt()], 1)
 
 
