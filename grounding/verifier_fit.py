@@ -3,6 +3,7 @@
     grounding fit-verifier --model outputs/default/model --out outputs/default/verified --context 2   # the shipped recipe, ~97 min on 2 CPU cores
     grounding fit-verifier --model outputs/default/model --out outputs/verified_p --context 2 --presence-verifier 0.5   # + a presence verifier (tried, not shipped)
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
+    grounding fit-verifier --model outputs/default/model --out outputs/verified_c --context 2 --colour   # + pixel colour (tried, not shipped)
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
 absent object with a one-target answer, "Sure, it is [SEG].", so that its [SEG] state asks for something that
@@ -11,7 +12,7 @@ is not there); the decoder's mask of each [SEG] is cut into candidates (``heads.
 once (``MaskVerifier.features``). A candidate is positive when its IoU with the [SEG]'s target is >= 0.5 (for
 several targets, with any target of the question) and negative otherwise; every candidate of an absent object's
 [SEG] is negative. *Fit*: the verifier alone trains on those (BCE, AdamW, a few epochs over the cached inputs);
-the rest of the model is frozen and unchanged.
+the rest of the model is frozen and unchanged. The verifiers start from scratch, whatever verifier the source has.
 
 The scenes must be new to the model (the default ``--start`` is past the 800 training scenes of
 ``configs/default.yaml``): the decoder is surer on scenes it was trained on, and the verifier must learn from
