@@ -95,8 +95,9 @@ class HeadOptions:
     candidate is scored on its own (the shipped verifier)."""
     verifier_colour: bool = False
     """The verifiers also read each candidate's pixel colour (``heads.MaskVerifier(colour=True)``: per channel, mean and
-    spread of the input image under it): an encoder trained on grey medical images (LiteMedSAM) keeps little of hue.
-    Fitted by ``grounding fit-verifier --colour``."""
+    spread of the input image under it), for an encoder that may keep little of hue (LiteMedSAM was trained on grey
+    medical images). Fitted by ``grounding fit-verifier --colour``. Not in the shipped default: at 400 scenes it moved
+    the verifier's held-out numbers within seed noise (docs/default-model.md)."""
     verify_thresholds: tuple[float, ...] = (-1.0, -3.0)
     """Decoder-logit thresholds whose parts are the verifier's candidates."""
     verifier_presence: bool = True

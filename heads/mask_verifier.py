@@ -8,9 +8,8 @@ what the candidate *is*:
 - its appearance: the image embedding averaged over the candidate (what the encoder says is there);
 - its shape: the binary mask cropped to its box, padded square and resized to ``crop`` pixels, through a small
   CNN: the decoder draws an object's outline sharply even where the encoder's cells say little of its shape;
-- its colour (``colour=True``): the mean and spread of each channel of the input image's pixels under it. A
-  SAM-style encoder trained on grey medical images (LiteMedSAM) keeps little of hue (its embedding and the region
-  answers read from it confuse orange with yellow, purple with blue); the pixels keep all of it;
+- its colour (``colour=True``): the mean and spread of each channel of the input image's pixels under it, for an
+  encoder that may keep little of hue (LiteMedSAM was trained on grey medical images); the pixels keep all of it;
 - its place and size: the box in the input frame (normalised) and the square root of its area;
 - the decoder's and the seg prior's own evidence: mean and largest decoder logit and mean seg-prior logit over it.
 
