@@ -194,7 +194,7 @@ def test_generate_prunes_with_the_verifiers_best_logits(monkeypatch, sample):
     monkeypatch.setattr(model, "_generate_tokens",
                         lambda *a: ([seq], [torch.randn(len(seq) + 1, model.vision_llm.hidden_size)], None))
     monkeypatch.setattr(model, "decode_masks", lambda *a, **k: (logits.clone(), torch.ones(3, 1), None))
-    monkeypatch.setattr(model, "verify_masks", lambda emb, states, index, lg, prior, groups=None: (lg, torch.tensor([4.0, -9.0, 4.0])))
+    monkeypatch.setattr(model, "verify_masks", lambda emb, states, index, lg, prior, groups=None, images=None: (lg, torch.tensor([4.0, -9.0, 4.0])))
     with torch.no_grad():
         (ans,) = model.generate(batch, max_new_tokens=4)
     assert ans.parsed.clean_text == "The image shows a red square and a blue circle on black."
