@@ -486,7 +486,7 @@ class GroundingModel(nn.Module):
             best = None
             if self.mask_verifier is not None:
                 logits, best = self.verify_masks(image_embeddings, states, index, logits, prior, groups=all_index,
-                                                 images=batch.sam_images)
+                                                 images=self._verifier_images(batch))
             elif self.options.mask_one_part is not None:
                 logits = keep_one_part(logits, self.options.mask_one_part, groups=all_index)
             if self.options.min_mask_cells:
@@ -641,10 +641,15 @@ class GroundingModel(nn.Module):
         states = torch.stack(states)
         if self._verifier_decides:  # the verifier's best logit over the [SEG]'s candidates
             logits, _, prior = self.decode_masks(image_embeddings, states, index, None)
-            _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True, images=batch.sam_images)
+            _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True,
+                                        images=self._verifier_images(batch))
             return dict(zip(owners, best.tolist()))
         maps = self.seg_prior(states, image_embeddings, index)
         return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))
+
+    def _verifier_images(self, batch):
+        """The batch's input images where the verifiers read pixel colour (``HeadOptions.verifier_colour``), else None."""
+        return batch.sam_images if self.options.verifier_colour else None
 
     @property
     def _verifier_decides(self) -> bool:
