@@ -65,6 +65,20 @@ def test_features_are_the_candidates_appearance_geometry_and_evidence():
     assert ver.features(masks[:0], emb, torch.zeros(0, dtype=torch.long), logits[:0], None).shape == (0, ver.n_inputs)
 
 
+def _fit_one_per_state(ver, train, held, steps: int = 150) -> float:
+    """Fit ``ver`` on (features, queries, labels) with one candidate per state; its held-out accuracy at logit 0."""
+    f, q, y = train
+    opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, torch.arange(len(y))), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    f, q, y = held
+    with torch.no_grad():
+        return float(((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean())
+
+
 def test_colour_features_are_each_channels_mean_and_spread_under_the_candidate():
     ver = MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8, colour=True)
     assert ver.n_inputs == MaskVerifier(in_dim=8, embed_dim=4, dim=8, crop=8).n_inputs + 6
@@ -119,16 +133,7 @@ def test_only_a_colour_verifier_learns_which_candidate_has_the_asked_colour():
     for colour in (True, False):
         torch.manual_seed(0)
         ver = MaskVerifier(in_dim=4, embed_dim=4, dim=16, crop=8, colour=colour)
-        (f, q, y), held = batch(ver, 256), batch(ver, 128)
-        opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
-        for _ in range(150):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, torch.arange(len(y))), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        f, q, y = held
-        with torch.no_grad():
-            accuracy[colour] = float(((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean())
+        accuracy[colour] = _fit_one_per_state(ver, batch(ver, 256), batch(ver, 128))
     assert accuracy[True] > 0.95 and accuracy[False] < 0.7, accuracy
 
 
@@ -202,18 +207,7 @@ def test_the_verifier_learns_which_candidate_has_the_asked_shape():
         f = ver.features(m, emb, torch.zeros(n, dtype=torch.long), logits.expand(n, -1, -1, -1), None)
         return f, torch.tensor(queries), torch.tensor(labels)
 
-    train, held = batch(256), batch(128)
-    opt = torch.optim.Adam(ver.parameters(), lr=3e-3)
-    for _ in range(150):
-        f, q, y = train
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(ver(q, f, torch.arange(len(y))), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    f, q, y = held
-    with torch.no_grad():
-        acc = ((ver(q, f, torch.arange(len(y))) > 0).float() == y).float().mean()
-    assert acc > 0.9
+    assert _fit_one_per_state(ver, batch(256), batch(128)) > 0.9
 
 
 def test_group_ranks_are_within_each_group():
