@@ -145,8 +145,9 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
                               None if f.prior_logits is None else f.prior_logits[o], images=batch.sam_images)
         low = cands.masks.shape[-1]
         gt_low = F.interpolate(gts[:, None].float(), (low, low), mode="nearest")[:, 0].bool() if gts.shape[-1] != low else gts
-        inter = (cands.masks[:, None] & gt_low[None]).flatten(2).sum(2).float()
-        union = (cands.masks[:, None] | gt_low[None]).flatten(2).sum(2).float()
+        flat, gt_flat = cands.masks.flatten(1).float(), gt_low.flatten(1).float()
+        inter = flat @ gt_flat.T  # (pixel counts: exact in float32 up to 2^24 pixels)
+        union = flat.sum(1)[:, None] + gt_flat.sum(1)[None] - inter
         ious = inter / union.clamp_min(1)  # K x O
         for j, (k, target) in enumerate(seg_turn):
             turn = forced.turns[k]

@@ -180,8 +180,8 @@ class MaskVerifier(nn.Module):
         m = masks[:, None].float()
         weight = F.adaptive_avg_pool2d(m, (h, w))  # the share of each cell the candidate covers
         area = weight.flatten(1).sum(1).clamp_min(1e-6)
-        emb = image_embeddings[image_index].float()
-        appearance = (emb * weight).flatten(2).sum(2) / area[:, None]
+        # (one K_b x hw by hw x C product per image: indexing the embedding per candidate would build K x C x h x w)
+        appearance = per_image_sums(weight.flatten(1), image_embeddings.float().flatten(2), image_index) / area[:, None]
         logits = F.interpolate(mask_logits.float(), (h, w), mode="area") if mask_logits.shape[-1] != w else mask_logits.float()
         inside = weight > 0
         mean_logit = (logits * weight).flatten(1).sum(1) / area
@@ -251,17 +251,23 @@ def colour_stats(masks: Tensor, images: Tensor, image_index: Tensor) -> Tensor:
         img = F.interpolate(img, masks.shape[-2:], mode="area" if down else "nearest")
     img = img.to(masks.device).flatten(2)  # B x 3 x P
     w = masks.flatten(1).float()  # K x P
-    image_index = image_index.to(masks.device)
-    sums = w.new_zeros((len(w), 3))
-    squares = w.new_zeros((len(w), 3))
-    for b in image_index.unique().tolist():  # the candidates of one image at a time: K_b x P @ P x 3
-        rows = (image_index == b).nonzero()[:, 0]
-        sums[rows] = w[rows] @ img[b].T
-        squares[rows] = w[rows] @ (img[b] ** 2).T
+    sums = per_image_sums(w, img, image_index)
+    squares = per_image_sums(w, img**2, image_index)
     n = w.sum(1, keepdim=True).clamp_min(1.0)
     mean = sums / n
     var = squares / n - mean**2
     return torch.cat([mean, var.clamp_min(0).sqrt()], 1)
+
+
+def per_image_sums(weight: Tensor, values: Tensor, image_index: Tensor) -> Tensor:
+    """K x C: for each row of K x P ``weight``, the weighted sum over the P pixels of its own image's ``values`` (B x
+    C x P; row k reads image ``image_index[k]``), as one K_b x P @ P x C product per image."""
+    image_index = image_index.to(weight.device)
+    out = weight.new_zeros((weight.shape[0], values.shape[1]))
+    for b in image_index.unique().tolist():
+        rows = (image_index == b).nonzero()[:, 0]
+        out[rows] = weight[rows] @ values[b].to(weight.dtype).T
+    return out
 
 
 def group_ranks(values: Tensor, groups: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from heads import MaskVerifier, mask_parts, select_parts
-from heads.mask_verifier import square_crops
+from heads.mask_verifier import per_image_sums, square_crops
 
 
 def _two_objects(weak: float = 0.5, strong: float = 1.5) -> torch.Tensor:
@@ -63,6 +63,23 @@ def test_features_are_the_candidates_appearance_geometry_and_evidence():
     # on the 8 x 8 grid (4 x 4 pixels a cell) cell (0, 0) averages one 6 with fifteen 2s: 2.25, its 15 neighbours 2
     assert torch.allclose(evidence, torch.tensor([(15 * 2.0 + 2.25) / 16, 2.25, 3.0]), atol=1e-5)
     assert ver.features(masks[:0], emb, torch.zeros(0, dtype=torch.long), logits[:0], None).shape == (0, ver.n_inputs)
+
+
+def test_per_image_sums_weigh_each_rows_own_image():
+    values = torch.tensor([[[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]],  # image 0: 2 channels x 3 pixels
+                           [[-1.0, 0.0, 5.0], [0.0, 1.0, 0.0]]])  # image 1
+    weight = torch.tensor([[1.0, 0.0, 1.0], [0.5, 0.5, 0.0], [0.0, 0.0, 2.0]])
+    out = per_image_sums(weight, values, torch.tensor([1, 0, 1]))
+    assert torch.allclose(out, torch.tensor([[4.0, 0.0], [1.5, 15.0], [10.0, 0.0]]))
+    assert per_image_sums(weight[:0], values, torch.zeros(0, dtype=torch.long)).shape == (0, 2)
+    # the appearance input is those sums over the cells each candidate covers, for candidates of different images
+    ver = MaskVerifier(in_dim=8, embed_dim=2, dim=8, crop=8)
+    emb = torch.stack([torch.full((2, 4, 4), 1.0), torch.full((2, 4, 4), 3.0)])
+    emb[1, :, :2] = 7.0  # image 1: 7 in its top half, 3 below
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[:, 4:12, 4:8] = True  # half in the top half, half in the bottom
+    f = ver.features(masks, emb, torch.tensor([0, 1]), torch.zeros(2, 1, 16, 16), None)
+    assert torch.allclose(f[:, :2], torch.tensor([[1.0, 1.0], [5.0, 5.0]]))
 
 
 def _fit_one_per_state(ver, train, held, steps: int = 150) -> float:
