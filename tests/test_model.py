@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from conftest import build_tiny, two_squares_sample
+from conftest import build_tiny, tiny_lit, two_squares_sample
 from data import GroundingSample, GroundRef, Target, Task, Turn
 from grounding.model import seg_state_positions
 from grounding.processor import IGNORE_INDEX
@@ -393,3 +393,38 @@ def test_mask_one_part_cuts_each_generated_mask_to_one_object(monkeypatch, sampl
     assert torch.equal(plain, decoded)
     assert torch.equal(cut, keep_one_part(decoded, -1.0))
     assert (cut[0, 0, 9:12, 9:12] > 0).all() and not (cut[0, 0, :8] > 0).any()
+
+
+def test_generation_merges_the_trainable_token_rows_and_restores_them(sample):
+    """``merged_token_rows`` (what generate() runs in) gives the tokens and states of peft's unmerged path (which
+    patches the rows into a copy of the vocabulary matrix on every call) and leaves every weight as it was."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    from grounding.vision_llm.base import merged_token_rows
+
+    lit = tiny_lit().eval()
+    vl = lit.model.vision_llm
+    layers = [m for m in vl.hf_model.modules() if isinstance(m, TrainableTokensLayer)]
+    assert layers, "the tiny model trains the grounding tokens' rows"
+    with torch.no_grad():  # rows unlike the base rows, as after training
+        for m in layers:
+            for d in m.trainable_tokens_delta.values():
+                d.add_(torch.randn_like(d))
+    before = {k: v.clone() for k, v in vl.hf_model.state_dict().items()}
+    req = lit.processor.collate([lit.processor.encode_request(sample.image, "Please segment the red square.")],
+                                padding_side="left")
+    kw = vl.model_inputs(req.input_ids, req.attention_mask, req.image_inputs, req.token_fields)
+    seg = lit.model.tokens.seg
+    args = dict(max_new_tokens=8, do_sample=False, output_hidden_states=True, return_dict_in_generate=True,
+                pad_token_id=lit.processor.tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([ForceAt(req.input_ids.shape[1], {2: seg})]))
+    with torch.no_grad():
+        plain = vl.hf_model.generate(**kw, **args)
+        with merged_token_rows(vl.hf_model):
+            assert all(m.merged for m in layers)
+            merged = vl.hf_model.generate(**kw, **args)
+    assert not any(m.merged for m in layers)
+    assert torch.equal(plain.sequences, merged.sequences) and int((plain.sequences == seg).sum()) >= 1
+    assert torch.equal(plain.hidden_states[-1][-1], merged.hidden_states[-1][-1])
+    after = vl.hf_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
