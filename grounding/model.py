@@ -105,9 +105,15 @@ class HeadOptions:
     probability over its candidates exceeds ``verifier_threshold`` (else it is generated again from next-best
     first tokens), and an answer without [SEG] whose presence-head probability exceeds ``presence_recheck`` is
     re-checked with a [SEG] answer that the verifier must accept. Answers with several [SEG] keep the head (at
-    ``presence_threshold``): the verifier, fitted with absent objects asked in the singular, scores the [SEG]s of
-    "all the blue shapes" about absent blue shapes high too (best logit > 0 in 12 of 15 such answers on 150
-    validation scenes), so letting it decide them called only 2 more of 150 absent objects absent."""
+    ``presence_threshold``; unless ``verifier_presence_multi``): the verifier, fitted with absent objects asked in
+    the singular, scores the [SEG]s of "all the blue shapes" about absent blue shapes high too (best logit > 0 in
+    12 of 15 such answers on 150 validation scenes), so letting it decide them called only 2 more of 150 absent
+    objects absent."""
+    verifier_presence_multi: bool = False
+    """With ``verifier_presence``: answers with several [SEG] are decided by the verifier too, as one-[SEG] answers
+    are (its evidence: the largest of their [SEG]s' best logits; fused with the head by ``verifier_fusion``, at
+    ``verifier_threshold``). For a verifier fitted with absent things asked in the plural answered with several
+    [SEG] (``grounding fit-verifier --plural-absent``)."""
     verifier_fusion: tuple[float, float, float] | None = None
     """With ``verifier_presence``: (w_head, w_verifier, bias): a one-[SEG] answer's presence probability is
     sigmoid(w_head * presence-head logit + w_verifier * the verifier's best logit + bias) instead of the verifier's
@@ -627,13 +633,15 @@ class GroundingModel(nn.Module):
     def _seg_evidence(self, batch, image_embeddings, seqs, hidden, rows) -> dict[int, float]:
         """{row: the evidence of its answer's [SEG] state} for the given rows whose answer has exactly one [SEG]: the
         verifier's best logit over its candidates (``HeadOptions.verifier_presence``), else the largest seg-prior
-        logit over its image (``HeadOptions.presence_fusion``)."""
+        logit over its image (``HeadOptions.presence_fusion``). With ``verifier_presence_multi`` also rows with
+        several [SEG]: the largest of their states' best logits."""
+        multi = self._verifier_decides and self.options.verifier_presence_multi
         owners, states = [], []
         for b in rows:
             at = [t for t, i in enumerate(seqs[b]) if i == self.tokens.seg]
-            if len(at) == 1:
-                owners.append(b)
-                states.append(hidden[b][at[0]])
+            if len(at) == 1 or (multi and at):
+                owners.extend([b] * len(at))
+                states.extend(hidden[b][t] for t in at)
         if not owners:
             return {}
         dev = image_embeddings.device
@@ -643,7 +651,10 @@ class GroundingModel(nn.Module):
             logits, _, prior = self.decode_masks(image_embeddings, states, index, None)
             _, best = self.verify_masks(image_embeddings, states, index, logits, prior, presence=True,
                                         images=self._verifier_images(batch))
-            return dict(zip(owners, best.tolist()))
+            out: dict[int, float] = {}
+            for b, v in zip(owners, best.tolist()):
+                out[b] = max(out.get(b, float("-inf")), v)
+            return out
         maps = self.seg_prior(states, image_embeddings, index)
         return dict(zip(owners, presence_scores(maps, batch.image_valid_masks.to(dev)[index]).tolist()))
 
@@ -657,7 +668,8 @@ class GroundingModel(nn.Module):
         return self.mask_verifier is not None and self.options.verifier_presence
 
     def _presence_probability(self, head_logit: float, evidence: float | None) -> float:
-        """The presence head's probability; for a one-[SEG] answer with evidence, the verifier's probability
+        """The presence head's probability; for an answer with evidence (one [SEG], or several with
+        ``verifier_presence_multi``), the verifier's probability
         (``HeadOptions.verifier_presence``) or the head fused with the seg prior (``presence_fusion``)."""
         fusion = self.options.presence_fusion
         logit = head_logit

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from data.sample import GroundingSample, GroundRef, Task
-from data.templates import segmentation_answer
+from data.templates import is_plural, segmentation_answer
 from grounding.losses import presence_scores
 from heads import MaskVerifier, mask_parts
 
@@ -101,13 +101,16 @@ class VerifierData:
         return torch.full((len(self),), float("-inf")).scatter_reduce(0, self.owner, values.float(), "amax")
 
 
-def _with_absent_seg(sample: GroundingSample) -> tuple[GroundingSample, list[bool]]:
+def _with_absent_seg(sample: GroundingSample, plural: bool = False) -> tuple[GroundingSample, list[bool]]:
     """The sample with every no-target question answered "Sure, it is [SEG]." (about target 0: only the state
-    matters) and, per turn, whether its object is absent."""
+    matters) and, per turn, whether its object is absent. ``plural``: a question about several things ("all the
+    blue shapes", ``data.templates.is_plural``) is answered "Sure, they are [SEG] and [SEG]." instead, as the
+    language model answers it when it wrongly finds them, so that its two states are fitted as absent too."""
     turns, absent = [], []
     for t in sample.turns:
         if t.task == Task.RES_NONE and not t.target_indices:
-            t = dataclasses.replace(t, answer=segmentation_answer([0], t.expression or ""))
+            several = plural and is_plural(t.expression or "")
+            t = dataclasses.replace(t, answer=segmentation_answer([0, 0] if several else [0], t.expression or ""))
             absent.append(True)
         else:
             absent.append(False)
@@ -116,16 +119,18 @@ def _with_absent_seg(sample: GroundingSample) -> tuple[GroundingSample, list[boo
 
 
 @torch.no_grad()
-def collect(model, processor, samples: Iterable[GroundingSample], log_every: int = 20) -> VerifierData:
+def collect(model, processor, samples: Iterable[GroundingSample], log_every: int = 20,
+            plural_absent: bool = False) -> VerifierData:
     """Teacher-force every question of each sample and cut each [SEG]'s decoded mask into the verifier's
-    candidates (see the module docstring). Samples without targets are skipped."""
+    candidates (see the module docstring). Samples without targets are skipped. ``plural_absent``: absent things
+    asked about in the plural get a two-[SEG] answer (``_with_absent_seg``)."""
     verifier: MaskVerifier = model.mask_verifier
     feats, owner, labels, own_iou, states, tasks, absent_flags, head = [], [], [], [], [], [], [], []
     started = time.monotonic()
     for n, sample in enumerate(samples):
         if not sample.targets or not sample.turns:
             continue
-        forced, absent = _with_absent_seg(sample)
+        forced, absent = _with_absent_seg(sample, plural_absent)
         batch = processor.collate([processor.encode(forced)])
         f = model(batch)
         if f.mask_logits is None:
@@ -270,6 +275,10 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
                         "are collected once: it must be the same --model, --scenes and --start), else written to it "
                         "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
+    p.add_argument("--plural-absent", action="store_true",
+                   help="absent things asked about in the plural (\"all the blue shapes\") are teacher-forced with a "
+                        "two-[SEG] answer, not a one-[SEG] one, so that the verifier learns plural absence too "
+                        "(for heads.verifier_presence_multi)")
     p.add_argument("--presence-verifier", type=float, default=None, metavar="WEIGHT",
                    help="also fit a presence verifier (heads.presence_verifier) on the same candidates, with a "
                         "multiple-instance term of this weight (0.5 was tried: docs/default-model.md), whose best logit "
@@ -290,6 +299,8 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
     key = {"model": str(args.model), "start": args.start, "scenes": args.scenes, "val_scenes": args.val_scenes}
     if model.options.verifier_colour:  # (the features differ; keys of files written without colour stay as they were)
         key["colour"] = True
+    if args.plural_absent:
+        key["plural_absent"] = True
     path = Path(args.candidates) if args.candidates else None
     if path is not None and path.is_file():
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -297,8 +308,10 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
             raise ValueError(f"{path} holds the candidates of {saved.get('key')}, not of {key}: remove it to collect again")
         log.info("candidates read from %s", path)
         return VerifierData(**saved["train"]), (VerifierData(**saved["val"]) if saved.get("val") else None)
-    data = collect(model, processor, (train[i] for i in range(args.start, args.start + args.scenes)))
-    held = collect(model, processor, (val[i] for i in range(args.val_scenes))) if args.val_scenes else None
+    data = collect(model, processor, (train[i] for i in range(args.start, args.start + args.scenes)),
+                   plural_absent=args.plural_absent)
+    held = (collect(model, processor, (val[i] for i in range(args.val_scenes)), plural_absent=args.plural_absent)
+            if args.val_scenes else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "train": dataclasses.asdict(data), "val": None if held is None else dataclasses.asdict(held)},

@@ -59,6 +59,15 @@ def test_verifier_decides_the_presence_of_one_seg_answers(monkeypatch):
         _, best = m.verify_masks(emb[:1], hidden[0][1:2], torch.tensor([0]), logits, prior)
     assert set(got) == {0}  # two [SEG]: the head decides
     assert got[0] == pytest.approx(float(best[0]), abs=1e-5)
+    m.options.verifier_presence_multi = True  # ... unless the verifier decides those too: their states' largest best
+    with torch.no_grad():
+        both = m._seg_evidence(requests, emb, seqs, hidden, [0, 1])
+        states = hidden[1][[0, 2]]
+        logits, _, prior = m.decode_masks(emb[1:], states, torch.tensor([0, 0]), None)
+        _, best1 = m.verify_masks(emb[1:], states, torch.tensor([0, 0]), logits, prior)
+    assert set(both) == {0, 1} and both[0] == pytest.approx(got[0], abs=1e-5)
+    assert both[1] == pytest.approx(float(best1.max()), abs=1e-5) and float(best1.min()) < float(best1.max())
+    m.options.verifier_presence_multi = False
     # the verifier's probability replaces the head's for an answer with evidence; without, the head's stays
     assert m._presence_probability(4.0, -2.0) == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
     assert m._presence_probability(4.0, None) == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))))
@@ -243,6 +252,34 @@ def test_collect_labels_candidates_and_fit_learns_them():
         mixed = evaluate(lit.model.mask_verifier, data, float(torch.sigmoid(other_scores.max().double() + 1)), other)
     assert mixed["absent"] == 1.0 and all(mixed[k] == 0.0 for k in mixed if k.startswith("present/"))
     assert all(mixed[k] == report[k] for k in report if k.startswith("pick/"))
+
+
+def test_collect_with_plural_absent_answers_plural_questions_with_two_absent_segs():
+    """``plural_absent``: an absent thing asked about in the plural is teacher-forced "Sure, they are [SEG] and
+    [SEG].": two absent states, every candidate negative; a singular one keeps its one [SEG]; without the option
+    the plural one gets one [SEG] too."""
+    import dataclasses
+
+    from data import Task, Turn
+    from grounding.verifier_fit import _with_absent_seg, collect
+
+    lit = tiny_lit(seg_prior=True, verifier=True)
+    lit.eval()
+    s = two_squares_sample()
+    plural = Turn(("Segment all the green stars.",), ("There are no green stars in the image.",), Task.RES_NONE,
+                  "all the green stars")
+    s = dataclasses.replace(s, turns=[s.turns[0], s.turns[4], plural])  # present, absent (singular), absent (plural)
+    forced, absent = _with_absent_seg(s, plural=True)
+    assert absent == [False, True, True]
+    assert forced.turns[2].answer[0] == "Sure, they are " and sum(not isinstance(p, str) for p in forced.turns[2].answer) == 2
+    assert sum(not isinstance(p, str) for p in forced.turns[1].answer) == 1
+    counts = {}
+    for flag in (False, True):
+        data = collect(lit.model, lit.processor, [s], plural_absent=flag)
+        counts[flag] = int(data.absent.sum())
+        assert not data.labels[data.absent[data.owner]].any()  # every candidate of an absent state is negative
+        assert len(data) - counts[flag] == 1  # the present question's one state
+    assert counts == {False: 2, True: 3}
 
 
 def test_collect_records_the_presence_head_logit_of_each_question():
