@@ -261,12 +261,14 @@ def colour_stats(masks: Tensor, images: Tensor, image_index: Tensor) -> Tensor:
 
 def per_image_sums(weight: Tensor, values: Tensor, image_index: Tensor) -> Tensor:
     """K x C: for each row of K x P ``weight``, the weighted sum over the P pixels of its own image's ``values`` (B x
-    C x P; row k reads image ``image_index[k]``), as one K_b x P @ P x C product per image."""
+    C x P; row k reads image ``image_index[k]``), as one K_b x P @ P x C product per image, in ``weight``'s dtype
+    whatever autocast is active (a sum over tens of thousands of pixels in bfloat16 would keep 3 digits)."""
     image_index = image_index.to(weight.device)
     out = weight.new_zeros((weight.shape[0], values.shape[1]))
-    for b in image_index.unique().tolist():
-        rows = (image_index == b).nonzero()[:, 0]
-        out[rows] = weight[rows] @ values[b].to(weight.dtype).T
+    with torch.autocast(weight.device.type, enabled=False):
+        for b in image_index.unique().tolist():
+            rows = (image_index == b).nonzero()[:, 0]
+            out[rows] = weight[rows] @ values[b].to(weight.dtype).T
     return out
 
 

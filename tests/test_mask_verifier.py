@@ -80,6 +80,15 @@ def test_per_image_sums_weigh_each_rows_own_image():
     masks[:, 4:12, 4:8] = True  # half in the top half, half in the bottom
     f = ver.features(masks, emb, torch.tensor([0, 1]), torch.zeros(2, 1, 16, 16), None)
     assert torch.allclose(f[:, :2], torch.tensor([[1.0, 1.0], [5.0, 5.0]]))
+    # the same in float32 under bf16 autocast (as in bf16-mixed evaluation), with colour too
+    ver_c = MaskVerifier(in_dim=8, embed_dim=2, dim=8, crop=8, colour=True)
+    images = torch.rand(2, 3, 16, 16) * 3.0
+    plain = ver_c.features(masks, emb, torch.tensor([0, 1]), torch.zeros(2, 1, 16, 16), None, images=images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = ver_c.features(masks, emb, torch.tensor([0, 1]), torch.zeros(2, 1, 16, 16), None, images=images)
+        sums = per_image_sums(weight, values, torch.tensor([1, 0, 1]))
+    assert auto.dtype == torch.float32 and torch.allclose(auto, plain)
+    assert sums.dtype == torch.float32 and torch.equal(sums, out)
 
 
 def _fit_one_per_state(ver, train, held, steps: int = 150) -> float:
