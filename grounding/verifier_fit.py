@@ -4,6 +4,7 @@
     grounding fit-verifier --model outputs/default/model --out outputs/verified_p --context 2 --presence-verifier 0.5   # + a presence verifier (tried, not shipped)
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
     grounding fit-verifier --model outputs/default/model --out outputs/verified_c --context 2 --colour   # + pixel colour (tried, not shipped)
+    grounding fit-verifier --model outputs/default/model --out outputs/verified_pa --context 2 --plural-absent   # absent plurals as two [SEG]
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
 absent object with a one-target answer, "Sure, it is [SEG].", so that its [SEG] state asks for something that
