@@ -449,7 +449,7 @@ def _image_masks(
     return phrases, np.stack([np.zeros(shape, dtype=bool) if m is None else m for m in masks]), shape
 
 
-def _mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between every mask of ``a`` (``A x H x W``) and of ``b`` (``B x H x W``); 0 where the union is 0."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
@@ -582,7 +582,7 @@ def gcg_scores(
         pred_phrases, pred_masks, shape = _image_masks(pred_items, f"prediction of image {i}", shape)
         if shape is not None and gt_masks.shape[1:] != shape:  # GT list was empty: give it the image size
             gt_masks = np.zeros((0, *shape), dtype=bool)
-        iou = _mask_iou_matrix(pred_masks, gt_masks)  # P x G, GLaMM's orientation for mIoU
+        iou = mask_iou_matrix(pred_masks, gt_masks)  # P x G, GLaMM's orientation for mIoU
         mious.append(_greedy_miou(iou))
         gt_phrase_count += len(gt_phrases)
         if gt_phrases and pred_phrases:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from data.sample import GroundingSample, GroundRef, Task
 from data.templates import is_plural, segmentation_answer
 from grounding.losses import presence_scores
+from grounding.metrics import mask_iou_matrix
 from heads import MaskVerifier, mask_parts
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,7 @@ def collect(model, processor, samples: Iterable[GroundingSample], log_every: int
                               None if f.prior_logits is None else f.prior_logits[o], images=batch.sam_images)
         low = cands.masks.shape[-1]
         gt_low = F.interpolate(gts[:, None].float(), (low, low), mode="nearest")[:, 0].bool() if gts.shape[-1] != low else gts
-        flat, gt_flat = cands.masks.flatten(1).float(), gt_low.flatten(1).float()
-        inter = flat @ gt_flat.T  # (pixel counts: exact in float32 up to 2^24 pixels)
-        union = flat.sum(1)[:, None] + gt_flat.sum(1)[None] - inter
-        ious = inter / union.clamp_min(1)  # K x O
+        ious = torch.from_numpy(mask_iou_matrix(cands.masks.cpu().numpy(), gt_low.cpu().numpy())).float()  # K x O
         for j, (k, target) in enumerate(seg_turn):
             turn = forced.turns[k]
             rows = (o == j).nonzero()[:, 0]
