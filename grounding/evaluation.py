@@ -18,17 +18,19 @@ result equals a single-process evaluation of the same samples.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.sample import GroundingSample, RegionRef, Task, Turn
 from grounding.describe import describe_phrases
-from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores
+from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores, rec_correct
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
 
@@ -44,6 +46,10 @@ class EvalConfig:
     max_new_tokens: int = 64
     max_turns_per_epoch: int | None = None
     """Stop generating after this many turns per epoch on each process (None: all)."""
+    results_file: str | None = None
+    """Write every evaluated turn as one JSON line here at the end of each validation / test epoch (task, prompt,
+    answer, reference, per-turn scores, the presence probability): for finding which questions fail. In a
+    distributed run each process writes its own share to ``<name>.rank<N><suffix>``. None: no file."""
 
 
 @dataclass
@@ -55,6 +61,11 @@ class TurnResult:
     answer: str
     reference: str
     scores: dict[str, float]
+    presence: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"task": self.task.value, "prompt": self.prompt, "answer": self.answer, "reference": self.reference,
+                "scores": self.scores, "presence": self.presence}
 
 
 def _union(masks: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
@@ -164,18 +175,22 @@ class Evaluator:
             self.empty.update([pred_empty], [target_empty])
             inter, union = np.logical_and(pred, gt).sum(), np.logical_or(pred, gt).sum()
             scores["iou"] = float(inter / union) if union else 1.0
+            scores["grounded"] = float(not pred_empty)
             if task == Task.RES_MULTI:
                 ok = ans.parsed.num_seg == len(turn.target_indices)
                 self.count_ok += int(ok)
                 self.count_total += 1
+                scores["count_ok"] = float(ok)
         elif task == Task.REC:
             boxes = [s.box for s in ans.parsed.segments if s.box is not None]
             idx = turn.target_indices
             if idx:
                 gt_box = sample.targets[idx[0]].box
                 self.rec.update([boxes[0] if boxes else None], [gt_box])
+                scores["correct"] = float(rec_correct([boxes[0] if boxes else None], [gt_box])[0])
             else:  # REC about something absent: correct when no box is written
                 self.empty.update([not boxes], [True])
+                scores["correct"] = float(not boxes)
         elif task == Task.GCG:
             grounds = [g for g in turn.grounds if g.seg]
             gt = [(g.phrase or sample.targets[g.index].label, sample.targets[g.index].mask) for g in grounds]
@@ -190,14 +205,29 @@ class Evaluator:
             self.region_ok += int(ok)
             self.region_total += 1
             scores["correct"] = float(ok)
-        if self.keep_results:
+        if self.keep_results or self.config.results_file:
             self.results.append(
-                TurnResult(task, self.processor.render_prompt(turn), ans.text, self.processor.render_answer(turn, sample), scores)
+                TurnResult(task, self.processor.render_prompt(turn), ans.text, self.processor.render_answer(turn, sample),
+                           scores, ans.presence)
             )
         return scores
 
     def _metrics(self) -> list:
         return [*self.seg.values(), self.seg_all, self.empty, self.rec]
+
+    def write_results(self, path: str | Path | None = None) -> Path | None:
+        """Write the kept turns (``TurnResult.as_dict``) as JSON lines to ``path`` (default
+        ``EvalConfig.results_file``; in a distributed run each process to ``<name>.rank<N><suffix>``). Returns the
+        file written, or None when there is no path."""
+        path = path or self.config.results_file
+        if not path:
+            return None
+        path = Path(path)
+        if _distributed():
+            path = path.with_name(f"{path.stem}.rank{torch.distributed.get_rank()}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r.as_dict()) + "\n" for r in self.results))
+        return path
 
     def compute(self) -> dict[str, float]:
         """Task metrics over every turn scored since ``reset``, on all processes of a distributed run.

@@ -279,6 +279,7 @@ class GroundingLitModule(L.LightningModule):
         """Log the evaluator's metrics: ``compute`` has already reduced them over all processes (sums, not
         averages), so every process logs the same value and Lightning must not average again."""
         metrics = self.evaluator.compute()
+        self.evaluator.write_results()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             for name, value in metrics.items():
