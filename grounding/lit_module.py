@@ -106,7 +106,9 @@ class GroundingLitModule(L.LightningModule):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # evaluation settings belong to the run, not the model: left out of the checkpoint's hyperparameters, which
+        # LightningCLI's --ckpt_path would otherwise apply over the command line's --model.evaluation.*
+        self.save_hyperparameters(ignore=["evaluation"])
         self.strict_loading = False  # checkpoints hold the trained tensors only (see on_save_checkpoint)
         self.preset = preset or TinyPreset()
         self.heads = heads or HeadOptions()

@@ -69,7 +69,7 @@ def test_ddp_fit_two_processes_and_validation_equals_one_process(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     _run_cli(
         [
-            "fit", "--config", str(TINY), *val,
+            "fit", "--config", str(TINY), *val, "--model.evaluation.results_file", str(two / "turns.jsonl"),
             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
             "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.num_sanity_val_steps", "0",
         ],
@@ -79,7 +79,19 @@ def test_ddp_fit_two_processes_and_validation_equals_one_process(tmp_path):
     assert any(r.get("train/loss") for r in rows)
     ckpts = sorted(two.rglob("*.ckpt"))
     assert ckpts, "no checkpoint was written"
-    _run_cli(["validate", "--config", str(TINY), *val, "--trainer.devices", "1", "--ckpt_path", str(ckpts[-1])], one)
+    _run_cli(["validate", "--config", str(TINY), *val, "--trainer.devices", "1", "--ckpt_path", str(ckpts[-1]),
+              "--model.evaluation.results_file", str(one / "turns.jsonl")], one)
+    # each process wrote its own share of the turns; together they are the one-process file's
+    shares = sorted(two.glob("turns.rank*.jsonl"))
+    assert [p.name for p in shares] == ["turns.rank0.jsonl", "turns.rank1.jsonl"]
+    def turns(files):
+        out = [json.loads(line) for p in files for line in p.read_text().splitlines()]
+        for r in out:  # the same answers; floats compared to 5 decimals
+            r["scores"] = {k: round(v, 5) for k, v in r["scores"].items()}
+            r["presence"] = None if r["presence"] is None else round(r["presence"], 5)
+        return sorted(out, key=json.dumps)
+
+    assert turns(shares) and turns(shares) == turns([one / "turns.jsonl"])
     losses = ("val/loss", "val/ce", "val/bce", "val/dice", "val/mask_iou")
     m2 = {k: v for k, v in _last(rows, "val/").items() if k not in losses}
     m1 = {k: v for k, v in _last(_metrics(one), "val/").items() if k not in losses}
