@@ -40,18 +40,20 @@ def test_every_turn_is_written_with_its_scores_and_presence(monkeypatch, sample,
     by = {r["task"]: r for r in rows}
     assert by["res"]["scores"] == {"iou": 0.0, "grounded": 1.0}
     assert by["res_none"]["scores"] == {"iou": 1.0, "grounded": 0.0}  # nothing to find, nothing found
-    assert by["rec"]["scores"] == {"correct": 1.0}
+    assert by["rec"]["scores"]["correct"] == 1.0 and by["rec"]["scores"]["iou"] > 0.9  # the codec's rounding
     assert by["region"]["scores"] == {"correct": 1.0}
     assert by["res"]["prompt"] == "Please segment the red square."
     assert by["res_none"]["answer"] == replies["res_none"]
     assert by["rec"]["reference"].startswith("It is <box>")
     assert [r["presence"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
     # a wrong box is scored wrong; without a path nothing is written
-    replies["rec"] = f"It is {model.box_codec.encode(np.array([0, 0, 4, 4], np.float32), (w, h))}."
+    x1, y1, x2, y2 = (float(v) for v in blue)  # the right height, half the width: IoU 0.5 -> still correct; less -> wrong
+    replies["rec"] = f"It is {model.box_codec.encode(np.array([x1, y1, x1 + 0.45 * (x2 - x1), y2], np.float32), (w, h))}."
     ev2 = Evaluator(model, proc)
     ev2.update([sample])
     assert ev2.write_results() is None
     assert ev2.results == []
     ev2.keep_results = True
     ev2.update([sample])
-    assert [r.scores for r in ev2.results if r.task.value == "rec"] == [{"correct": 0.0}]
+    (rec,) = [r.scores for r in ev2.results if r.task.value == "rec"]
+    assert rec["correct"] == 0.0 and 0.4 < rec["iou"] < 0.5
