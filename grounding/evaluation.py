@@ -30,7 +30,7 @@ import torch
 
 from data.sample import GroundingSample, RegionRef, Task, Turn
 from grounding.describe import describe_phrases
-from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores, rec_correct
+from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores, rec_ious
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
 
@@ -187,8 +187,8 @@ class Evaluator:
             if idx:
                 gt_box = sample.targets[idx[0]].box
                 self.rec.update([boxes[0] if boxes else None], [gt_box])
-                scores["iou"] = _box_iou(boxes[0], gt_box) if boxes else 0.0
-                scores["correct"] = float(rec_correct([boxes[0] if boxes else None], [gt_box])[0])
+                iou = float(rec_ious([boxes[0] if boxes else None], [gt_box])[0])
+                scores["iou"], scores["correct"] = iou, float(iou >= self.rec.iou_threshold)
             else:  # REC about something absent: correct when no box is written
                 self.empty.update([not boxes], [True])
                 scores["correct"] = float(not boxes)
@@ -271,14 +271,6 @@ class Evaluator:
                 if not math.isnan(v):
                     out[f"gcg/{k}"] = float(v)
         return out
-
-
-def _box_iou(a, b) -> float:
-    """IoU of two xyxy boxes (pixels), as ``RecAccuracy`` measures it."""
-    from torchvision.ops import box_iou
-
-    t = torch.as_tensor(np.array([a, b], np.float64))
-    return float(box_iou(t[:1], t[1:])[0, 0])
 
 
 def _region_label(sample: GroundingSample, turn: Turn) -> str:

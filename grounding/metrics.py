@@ -61,6 +61,7 @@ __all__ = [
     "no_target_accuracy",
     "rec_accuracy",
     "rec_correct",
+    "rec_ious",
     "region_similarity",
     "segmentation_scores",
     "seg2bmap",
@@ -294,6 +295,34 @@ def _box(box: BoxLike, what: str) -> torch.Tensor:
     return t
 
 
+def rec_ious(
+    pred_boxes: Sequence[BoxLike] | np.ndarray | Tensor,
+    gt_boxes: Sequence[BoxLike] | np.ndarray | Tensor,
+) -> np.ndarray:
+    """Per-query box IoU for REC (float64 array, shape ``N``): 0 for a missing prediction (``None``) and for a pair
+    whose union area is zero (IoU undefined). Boxes as in :func:`rec_correct`."""
+    from torchvision.ops import box_iou
+
+    if len(pred_boxes) != len(gt_boxes):
+        raise ValueError(f"got {len(pred_boxes)} predicted boxes but {len(gt_boxes)} ground-truth boxes")
+    n = len(gt_boxes)
+    out = np.zeros(n, dtype=np.float64)
+    present = [k for k in range(n) if pred_boxes[k] is not None]
+    if not present:
+        for k in range(n):
+            _box(gt_boxes[k], f"ground-truth box of query {k}")
+        return out
+    preds = torch.stack([_box(pred_boxes[k], f"predicted box of query {k}") for k in present])
+    gts = torch.stack([_box(gt_boxes[k], f"ground-truth box of query {k}") for k in range(n)])
+    gts_present = gts[present]
+    chunk = 1024  # box_iou is pairwise (M x M): take the diagonal chunk by chunk
+    ious = torch.cat(
+        [box_iou(preds[s : s + chunk], gts_present[s : s + chunk]).diagonal() for s in range(0, len(present), chunk)]
+    )
+    out[present] = torch.nan_to_num(ious, nan=0.0).double().numpy()
+    return out
+
+
 def rec_correct(
     pred_boxes: Sequence[BoxLike] | np.ndarray | Tensor,
     gt_boxes: Sequence[BoxLike] | np.ndarray | Tensor,
@@ -305,19 +334,9 @@ def rec_correct(
     ``torchvision.ops.box_iou``). A missing prediction (``None``) is wrong; so is a pair whose union
     area is zero (IoU undefined).
     """
-    from torchvision.ops import box_iou
-
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-    if len(pred_boxes) != len(gt_boxes):
-        raise ValueError(f"got {len(pred_boxes)} predicted boxes but {len(gt_boxes)} ground-truth boxes")
-    n = len(gt_boxes)
-    correct = np.zeros(n, dtype=bool)
-    present = [k for k in range(n) if pred_boxes[k] is not None]
-    if not present:
-        for k in range(n):
-            _box(gt_boxes[k], f"ground-truth box of query {k}")
-        return correct
+    return rec_ious(pred_boxes, gt_boxes) >= iou_threshold
     preds = torch.stack([_box(pred_boxes[k], f"predicted box of query {k}") for k in present])
     gts = torch.stack([_box(gt_boxes[k], f"ground-truth box of query {k}") for k in range(n)])
     gts_present = gts[present]

@@ -28,6 +28,7 @@ from grounding.metrics import (
     mask_is_empty,
     no_target_accuracy,
     rec_accuracy,
+    rec_ious,
     region_similarity,
     seg2bmap,
     segmentation_scores,
@@ -185,6 +186,9 @@ def test_rec_accuracy_hand_computed():
     assert rec_accuracy(torch.tensor([gt]), np.array([gt])) == 1.0
     assert rec_accuracy([None, None], [gt, gt]) == 0.0
     assert math.isnan(rec_accuracy([], []))
+    # the per-query IoUs behind it (0 where a box is missing or the union is empty)
+    np.testing.assert_allclose(rec_ious(preds, [gt] * 5), [1.0, 0.5, 0.49, 0.0, 25 / 175], rtol=1e-6)
+    np.testing.assert_array_equal(rec_ious([[3.0, 3.0, 3.0, 3.0]], [[3.0, 3.0, 3.0, 3.0]]), [0.0])
 
 
 def test_rec_errors_name_the_query():
