@@ -337,16 +337,6 @@ def rec_correct(
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     return rec_ious(pred_boxes, gt_boxes) >= iou_threshold
-    preds = torch.stack([_box(pred_boxes[k], f"predicted box of query {k}") for k in present])
-    gts = torch.stack([_box(gt_boxes[k], f"ground-truth box of query {k}") for k in range(n)])
-    gts_present = gts[present]
-    chunk = 1024  # box_iou is pairwise (M x M): take the diagonal chunk by chunk
-    ious = torch.cat(
-        [box_iou(preds[s : s + chunk], gts_present[s : s + chunk]).diagonal() for s in range(0, len(present), chunk)]
-    )
-    ious = torch.nan_to_num(ious, nan=0.0)
-    correct[present] = (ious >= iou_threshold).numpy()
-    return correct
 
 
 def rec_accuracy(
