@@ -60,6 +60,21 @@ COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
         "orange": (250, 135, 20),
     }
 )
+# "bands" colouring (``render_scene(colours="bands")``): each name covers a band of hue (degrees, HSV; red wraps
+# around 0), saturation and value, so that pure and web colours ((0, 0, 255), (255, 165, 0), (0, 128, 0), ...) fall
+# inside their name's band; the gaps between the hue bands keep every drawn colour unambiguous. Every ``COLOURS``
+# entry lies inside its own band.
+COLOUR_BANDS: Mapping[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = MappingProxyType(
+    {
+        "red": ((-10.0, 6.0), (0.7, 1.0), (0.6, 1.0)),
+        "orange": ((20.0, 40.0), (0.75, 1.0), (0.85, 1.0)),
+        "yellow": ((50.0, 62.0), (0.75, 1.0), (0.8, 1.0)),
+        "green": ((90.0, 145.0), (0.6, 1.0), (0.45, 1.0)),
+        "blue": ((205.0, 242.0), (0.65, 1.0), (0.6, 1.0)),
+        "purple": ((270.0, 300.0), (0.6, 1.0), (0.45, 0.9)),
+    }
+)
+COLOURINGS: tuple[str, ...] = ("palette", "bands")
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 SIZE_WORDS: Mapping[str, str] = MappingProxyType({"small": "small", "medium": "medium-sized", "large": "large"})
 # circle-equivalent radius (area = pi r^2) as a fraction of min(H, W), per size class; the gaps between the bands
@@ -246,11 +261,36 @@ def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def band_rgb(colour: str, position: Sequence[float]) -> tuple[int, int, int]:
+    """The RGB fill at ``position`` (three numbers in [0, 1]: where in the hue, saturation and value ranges) of
+    ``colour``'s band (``COLOUR_BANDS``)."""
+    (h0, h1), (s0, s1), (v0, v1) = COLOUR_BANDS[colour]
+    u, v, w = (float(x) for x in position)
+    hue = ((h0 + u * (h1 - h0)) % 360.0) / 60.0
+    sat, val = s0 + v * (s1 - s0), v0 + w * (v1 - v0)
+    chroma = val * sat
+    x = chroma * (1 - abs(hue % 2 - 1))
+    rgb = [(chroma, x, 0), (x, chroma, 0), (0, chroma, x), (0, x, chroma), (x, 0, chroma), (chroma, 0, x)][int(hue) % 6]
+    return tuple(int(round(255 * (c + val - chroma))) for c in rgb)
+
+
+def _check_colouring(colours: str) -> str:
+    if colours not in COLOURINGS:
+        raise ValueError(f"unknown colouring {colours!r}; expected one of {COLOURINGS}")
+    return colours
+
+
 def _sample_object(
-    rng: np.random.Generator, size: tuple[int, int], existing: Sequence[ShapeObject], copy_prob: float = 0.3
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    existing: Sequence[ShapeObject],
+    copy_prob: float = 0.3,
+    colours: str = "palette",
 ) -> ShapeObject:
     """Random attributes (sometimes copying an existing object's colour or shape, so that scenes hold several
-    objects of one kind) and a pose that keeps the whole shape inside the image."""
+    objects of one kind) and a pose that keeps the whole shape inside the image. ``colours``: "palette" fills with
+    the name's ``COLOURS`` entry +- 12 per channel, "bands" anywhere in its ``COLOUR_BANDS`` (25 steps a
+    dimension, from the same random draw, so that only the fills differ between the two)."""
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     colour = tuple(COLOURS)[int(rng.integers(len(COLOURS)))]
     if existing and rng.random() < copy_prob:
@@ -262,8 +302,11 @@ def _sample_object(
     radius = rng.uniform(lo, hi) * _scale(size)
     jitter = {"circle": 0.0, "square": 12.0, "triangle": 12.0, "star": 12.0, "hexagon": 30.0}[shape]
     angle = float(rng.uniform(-jitter, jitter))
-    base = np.asarray(COLOURS[colour], np.int16)
-    rgb = tuple(int(c) for c in np.clip(base + rng.integers(-12, 13, size=3), 0, 255))
+    shift = rng.integers(-12, 13, size=3)
+    if colours == "bands":  # the same draw placed in the band: the scenes of both colourings differ in fills only
+        rgb = band_rgb(colour, (shift + 12.5) / 25.0)
+    else:
+        rgb = tuple(int(c) for c in np.clip(np.asarray(COLOURS[colour], np.int16) + shift, 0, 255))
     obj = ShapeObject(shape, colour, size_class, (0.0, 0.0), float(radius), angle, rgb)
     r = obj.circumradius + 1.0
     h, w = size
@@ -280,14 +323,17 @@ def render_scene(
     max_objects: int = 5,
     textures: bool = True,
     background: Background | None = None,
+    colours: str = "palette",
 ) -> Scene:
     """Render a still scene of ``num_objects`` shapes (default: uniform in [min_objects, max_objects]).
+    ``colours``: how a colour name becomes a fill ("palette" or "bands", see ``_sample_object``).
 
     ``image_size``: int or (H, W). Objects lie wholly inside the image; they may overlap, but every object keeps
     at least ``MIN_VISIBLE_FRACTION`` of its pixels visible, and objects of the same colour never touch (so that
     every mask is visible as a separate shape).
     """
     size = _as_size(image_size)
+    _check_colouring(colours)
     n = int(rng.integers(min_objects, max_objects + 1)) if num_objects is None else int(num_objects)
     bg = background if background is not None else random_background(rng, size, textures)
     objects: list[ShapeObject] = []
@@ -298,7 +344,7 @@ def render_scene(
     min_pixels = max(12, int(0.002 * size[0] * size[1]))
     for _ in range(n):
         for _attempt in range(40):
-            obj = _sample_object(rng, size, objects)
+            obj = _sample_object(rng, size, objects, colours=colours)
             if any(
                 o.colour == obj.colour
                 and math.dist(o.center, obj.center) < o.circumradius + obj.circumradius + 3
@@ -1166,6 +1212,9 @@ class SyntheticGrounding(Dataset):
             expression "red circle", lower case, UPPER CASE, Title Case or no final punctuation), drawn from a
             stream of its own, so the scenes, questions and answers are those of ``phrasing=0``. 1.0 restyles
             every prompt: evaluation under phrasings the templates never write.
+        colours: "palette" (each colour name one RGB, +- 12 per channel: the world the default model was trained
+            on) or "bands" (anywhere in the name's hue, saturation and value band, ``COLOUR_BANDS``: pure and web
+            colours included), e.g. to measure a model on colours its palette does not hold.
 
     ``targets`` of every sample are all the scene's objects, in drawing order (``GroundRef.index`` is the object's
     index); ``regions`` are the boxes that region questions point at.
@@ -1184,6 +1233,7 @@ class SyntheticGrounding(Dataset):
         max_objects: int = 5,
         scenes: int | None = None,
         phrasing: float = 0.0,
+        colours: str = "palette",
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
@@ -1208,6 +1258,7 @@ class SyntheticGrounding(Dataset):
         if not 0.0 <= phrasing <= 1.0:
             raise ValueError(f"phrasing must be a probability in [0, 1], got {phrasing}")
         self.phrasing = float(phrasing)
+        self.colours = _check_colouring(colours)
 
     def __len__(self) -> int:
         return self.length
@@ -1231,7 +1282,9 @@ class SyntheticGrounding(Dataset):
             # a scene that cannot serve a task (e.g. RES_MULTI needs two objects of a kind) is drawn again,
             # with the most objects after a few failures
             n = None if attempt < 10 else self.max_objects
-            scene = render_scene(rng, self.image_size, n, self.min_objects, self.max_objects, self.textures)
+            scene = render_scene(
+                rng, self.image_size, n, self.min_objects, self.max_objects, self.textures, colours=self.colours
+            )
             maker = _TurnMaker(scene, rng)
             turns = [maker.make(t) for t in tasks]
             if all(t is not None for t in turns):

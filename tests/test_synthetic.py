@@ -14,6 +14,7 @@ import pytest
 
 from data.sample import GroundingSample, GroundRef, RegionRef, Task, Turn
 from data.synthetic import (
+    COLOUR_BANDS,
     COLOURS,
     All,
     And,
@@ -26,6 +27,7 @@ from data.synthetic import (
     Moving,
     Relation,
     Still,
+    band_rgb,
     SyntheticGrounding,
     SyntheticVideos,
     The,
@@ -434,3 +436,55 @@ def test_phrasing_restyles_prompts_only():
     assert 10 < n_half < 46
     with pytest.raises(ValueError, match="phrasing"):
         SyntheticGrounding(phrasing=1.5)
+
+
+def _hsv(rgb) -> tuple[float, float, float]:
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    return h * 360, s, v
+
+
+def _in_band(rgb, name: str) -> bool:
+    (h0, h1), (s0, s1), (v0, v1) = COLOUR_BANDS[name]
+    h, s, v = _hsv(rgb)
+    hue_ok = any(h0 - 1 <= x <= h1 + 1 for x in (h, h - 360))  # one degree and 0.02: rounding to 8 bits
+    return hue_ok and s0 - 0.02 <= s <= s1 + 0.02 and v0 - 0.02 <= v <= v1 + 0.02
+
+
+def test_colour_bands_hold_the_palette_and_pure_colours():
+    for name, rgb in COLOURS.items():
+        assert _in_band(rgb, name), name
+    pure = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+            "orange": (255, 165, 0), "purple": (128, 0, 128)}
+    for name, rgb in pure.items():
+        assert _in_band(rgb, name) and [n for n in COLOUR_BANDS if _in_band(rgb, n)] == [name], name
+    rng = np.random.default_rng(0)
+    for name in COLOUR_BANDS:
+        draws = [band_rgb(name, rng.random(3)) for _ in range(300)]
+        _, sat, val = _hsv(band_rgb(name, (0.5, 1.0, 1.0)))  # the far corner: full saturation, the band's top value
+        assert sat == 1.0 and abs(val - COLOUR_BANDS[name][2][1]) < 0.005
+        assert all(_in_band(c, name) for c in draws), name
+        assert all(not _in_band(c, other) for c in draws for other in COLOUR_BANDS if other != name)
+        assert len(set(draws)) > 250  # a band, not a point
+
+
+def test_band_colouring_draws_the_same_world_in_other_fills():
+    palette = SyntheticGrounding("val", length=6, turns_per_sample=4, seed=2)
+    bands = SyntheticGrounding("val", length=6, turns_per_sample=4, seed=2, colours="bands")
+    far = 0
+    for i in range(6):
+        scene, sample = bands.generate(i)
+        check_sample(scene, sample)
+        p_scene, p_sample = palette.generate(i)  # the same scene, questions and answers; other fills
+        assert [t.prompt for t in sample.turns] == [t.prompt for t in p_sample.turns]
+        assert all(np.array_equal(m, n) for m, n in zip(scene.masks, p_scene.masks))
+        for obj, mask in zip(scene.objects, scene.masks):
+            fill = tuple(int(c) for c in sample.image[mask].mean(0).round())
+            assert _in_band(fill, obj.colour), (obj.colour, fill)
+            far += int(np.abs(np.subtract(fill, COLOURS[obj.colour])).max() > 12)
+        for obj, mask in zip(p_scene.objects, p_scene.masks):  # the default world is unchanged
+            assert np.abs(p_scene.image[mask].astype(int) - COLOURS[obj.colour]).max() <= 12
+    assert far >= 5  # most band fills are outside the palette's +- 12
+    with pytest.raises(ValueError, match="colouring"):
+        SyntheticGrounding(colours="rainbow")
