@@ -274,6 +274,10 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
                         "are collected once: it must be the same --model, --scenes and --start), else written to it "
                         "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
+    p.add_argument("--colours", choices=("palette", "bands"), default="palette",
+                   help="how the scenes' colour names become fills (data.synthetic.SyntheticGrounding colours): the "
+                        "palette (the shipped model's world) or bands (each name anywhere in its hue band); match the "
+                        "stage-1 data's")
     p.add_argument("--plural-absent", action="store_true",
                    help="absent things asked about in the plural (\"all the blue shapes\") are teacher-forced with a "
                         "two-[SEG] answer, not a one-[SEG] one, so that the verifier learns plural absence too "
@@ -300,6 +304,8 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
         key["colour"] = True
     if args.plural_absent:
         key["plural_absent"] = True
+    if args.colours != "palette":
+        key["colours"] = args.colours
     path = Path(args.candidates) if args.candidates else None
     if path is not None and path.is_file():
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -371,8 +377,9 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     lit.eval()
     model, processor = lit.model, lit.processor
     torch.manual_seed(args.seed)
-    train = SyntheticGrounding("train", length=args.start + args.scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
-    val = SyntheticGrounding("val", length=args.val_scenes, turns_per_sample=len(TASKS), tasks=list(TASKS))
+    scenes = dict(turns_per_sample=len(TASKS), tasks=list(TASKS), colours=args.colours)
+    train = SyntheticGrounding("train", length=args.start + args.scenes, **scenes)
+    val = SyntheticGrounding("val", length=args.val_scenes, **scenes)
     try:
         data, held = _collected(args, model, processor, train, val)
     except ValueError as e:
