@@ -21,6 +21,7 @@ streams.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -266,12 +267,9 @@ def band_rgb(colour: str, position: Sequence[float]) -> tuple[int, int, int]:
     ``colour``'s band (``COLOUR_BANDS``)."""
     (h0, h1), (s0, s1), (v0, v1) = COLOUR_BANDS[colour]
     u, v, w = (float(x) for x in position)
-    hue = ((h0 + u * (h1 - h0)) % 360.0) / 60.0
-    sat, val = s0 + v * (s1 - s0), v0 + w * (v1 - v0)
-    chroma = val * sat
-    x = chroma * (1 - abs(hue % 2 - 1))
-    rgb = [(chroma, x, 0), (x, chroma, 0), (0, chroma, x), (0, x, chroma), (x, 0, chroma), (chroma, 0, x)][int(hue) % 6]
-    return tuple(int(round(255 * (c + val - chroma))) for c in rgb)
+    hue = ((h0 + u * (h1 - h0)) % 360.0) / 360.0
+    rgb = colorsys.hsv_to_rgb(hue, s0 + v * (s1 - s0), v0 + w * (v1 - v0))
+    return tuple(int(round(255 * c)) for c in rgb)
 
 
 def _check_colouring(colours: str) -> str:
