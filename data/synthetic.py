@@ -44,7 +44,7 @@ from data.sample import (
     VideoTarget,
 )
 from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn, restyle_prompt
-from data.textures import Background, random_background
+from data.textures import PLAIN_GREYS, Background, random_background
 
 # ----------------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -322,9 +322,11 @@ def render_scene(
     textures: bool = True,
     background: Background | None = None,
     colours: str = "palette",
+    plain_greys: str = "levels",
 ) -> Scene:
     """Render a still scene of ``num_objects`` shapes (default: uniform in [min_objects, max_objects]).
-    ``colours``: how a colour name becomes a fill ("palette" or "bands", see ``_sample_object``).
+    ``colours``: how a colour name becomes a fill ("palette" or "bands", see ``_sample_object``); ``plain_greys``:
+    the grey levels of plain backgrounds ("levels" or "range", see ``data.textures.plain_background``).
 
     ``image_size``: int or (H, W). Objects lie wholly inside the image; they may overlap, but every object keeps
     at least ``MIN_VISIBLE_FRACTION`` of its pixels visible, and objects of the same colour never touch (so that
@@ -333,7 +335,7 @@ def render_scene(
     size = _as_size(image_size)
     _check_colouring(colours)
     n = int(rng.integers(min_objects, max_objects + 1)) if num_objects is None else int(num_objects)
-    bg = background if background is not None else random_background(rng, size, textures)
+    bg = background if background is not None else random_background(rng, size, textures, plain_greys=plain_greys)
     objects: list[ShapeObject] = []
     fulls: list[np.ndarray] = []
     visible: list[np.ndarray] = []
@@ -1213,6 +1215,8 @@ class SyntheticGrounding(Dataset):
         colours: "palette" (each colour name one RGB, +- 12 per channel: the world the default model was trained
             on) or "bands" (anywhere in the name's hue, saturation and value band, ``COLOUR_BANDS``: pure and web
             colours included), e.g. to measure a model on colours its palette does not hold.
+        plain_greys: "levels" (plain backgrounds at five grey levels +- 8, the default model's world) or "range"
+            (any grey from pure black to white, the same scenes otherwise; ``data.textures.plain_background``).
 
     ``targets`` of every sample are all the scene's objects, in drawing order (``GroundRef.index`` is the object's
     index); ``regions`` are the boxes that region questions point at.
@@ -1232,6 +1236,7 @@ class SyntheticGrounding(Dataset):
         scenes: int | None = None,
         phrasing: float = 0.0,
         colours: str = "palette",
+        plain_greys: str = "levels",
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
@@ -1257,6 +1262,9 @@ class SyntheticGrounding(Dataset):
             raise ValueError(f"phrasing must be a probability in [0, 1], got {phrasing}")
         self.phrasing = float(phrasing)
         self.colours = _check_colouring(colours)
+        if plain_greys not in PLAIN_GREYS:
+            raise ValueError(f"unknown plain greys {plain_greys!r}; expected one of {PLAIN_GREYS}")
+        self.plain_greys = plain_greys
 
     def __len__(self) -> int:
         return self.length
@@ -1281,7 +1289,8 @@ class SyntheticGrounding(Dataset):
             # with the most objects after a few failures
             n = None if attempt < 10 else self.max_objects
             scene = render_scene(
-                rng, self.image_size, n, self.min_objects, self.max_objects, self.textures, colours=self.colours
+                rng, self.image_size, n, self.min_objects, self.max_objects, self.textures,
+                colours=self.colours, plain_greys=self.plain_greys,
             )
             maker = _TurnMaker(scene, rng)
             turns = [maker.make(t) for t in tasks]

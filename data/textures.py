@@ -86,19 +86,38 @@ def texture_background(rng: np.random.Generator, size: tuple[int, int], index: i
     return Background(rgb, name, True)
 
 
-def plain_background(rng: np.random.Generator, size: tuple[int, int]) -> Background:
-    """A uniform grey background of ``size`` = (height, width) with slight per-image brightness jitter."""
-    name, rgb = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
+PLAIN_GREYS = ("levels", "range")
+
+
+def plain_background(rng: np.random.Generator, size: tuple[int, int], greys: str = "levels") -> Background:
+    """A uniform grey background of ``size`` = (height, width). ``greys``: "levels" (one of ``PLAIN_BACKGROUNDS``
+    with a brightness jitter of +- 8) or "range" (any grey from 0 to 255, pure black and white included, from the
+    same random draw: level k and jitter j become grey (17 k + j + 8) / 84 of the way from 0 to 255; named after the
+    nearest level)."""
+    if greys not in PLAIN_GREYS:
+        raise ValueError(f"unknown plain greys {greys!r}; expected one of {PLAIN_GREYS}")
+    k = int(rng.integers(len(PLAIN_BACKGROUNDS)))
     jitter = int(rng.integers(-8, 9))
-    colour = np.clip(np.asarray(rgb, np.int16) + jitter, 0, 255).astype(np.uint8)
+    if greys == "range":
+        steps = 17 * len(PLAIN_BACKGROUNDS) - 1
+        grey = int(round((17 * k + jitter + 8) * 255 / steps))
+        colour = np.full(3, grey, np.uint8)
+        k = int(np.argmin([abs(int(rgb[0]) - grey) for _, rgb in PLAIN_BACKGROUNDS]))
+    else:
+        colour = np.clip(np.asarray(PLAIN_BACKGROUNDS[k][1], np.int16) + jitter, 0, 255).astype(np.uint8)
     img = np.full((size[0], size[1], 3), colour, np.uint8)
-    return Background(img, f"plain {name}", False)
+    return Background(img, f"plain {PLAIN_BACKGROUNDS[k][0]}", False)
 
 
 def random_background(
-    rng: np.random.Generator, size: tuple[int, int], textures: bool = True, texture_prob: float = 0.6
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    textures: bool = True,
+    texture_prob: float = 0.6,
+    plain_greys: str = "levels",
 ) -> Background:
-    """A texture background with probability ``texture_prob`` (if ``textures``), else a plain one."""
+    """A texture background with probability ``texture_prob`` (if ``textures``), else a plain one (``plain_greys``:
+    see ``plain_background``)."""
     if textures and rng.random() < texture_prob:
         return texture_background(rng, size)
-    return plain_background(rng, size)
+    return plain_background(rng, size, plain_greys)

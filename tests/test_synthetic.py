@@ -488,3 +488,26 @@ def test_band_colouring_draws_the_same_world_in_other_fills():
     assert far >= 5  # most band fills are outside the palette's +- 12
     with pytest.raises(ValueError, match="colouring"):
         SyntheticGrounding(colours="rainbow")
+
+
+def test_plain_grey_range_reaches_black_and_white_in_the_same_scenes():
+    from data.textures import PLAIN_BACKGROUNDS, plain_background
+
+    greys = {int(plain_background(np.random.default_rng(s), (4, 4), "range").image[0, 0, 0]) for s in range(3000)}
+    assert min(greys) == 0 and max(greys) == 255 and len(greys) == 17 * len(PLAIN_BACKGROUNDS)
+    levels = {int(plain_background(np.random.default_rng(s), (4, 4)).image[0, 0, 0]) for s in range(3000)}
+    assert min(levels) == 4 and max(levels) == 253  # the default world: 12 - 8 .. 245 + 8
+    black = next(b for s in range(3000) if (b := plain_background(np.random.default_rng(s), (4, 4), "range")).image.max() == 0)
+    assert black.name == "plain black" and not black.texture
+    levels_ds = SyntheticGrounding("val", length=12, turns_per_sample=3, seed=4)
+    range_ds = SyntheticGrounding("val", length=12, turns_per_sample=3, seed=4, plain_greys="range")
+    changed = 0
+    for i in range(12):
+        (scene, a), (other, b) = levels_ds.generate(i), range_ds.generate(i)
+        check_sample(other, b)
+        assert [t.prompt for t in a.turns] == [t.prompt for t in b.turns]
+        assert all(np.array_equal(m, n) for m, n in zip(scene.masks, other.masks))
+        changed += not np.array_equal(a.image, b.image)
+    assert changed >= 2  # the plain backgrounds (textures stay as they were)
+    with pytest.raises(ValueError, match="plain greys"):
+        SyntheticGrounding(plain_greys="colour")
