@@ -278,6 +278,9 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="how the scenes' colour names become fills (data.synthetic.SyntheticGrounding colours): the "
                         "palette (the shipped model's world) or bands (each name anywhere in its hue band); match the "
                         "stage-1 data's")
+    p.add_argument("--plain-greys", choices=("levels", "range"), default="levels",
+                   help="the grey levels of the scenes' plain backgrounds (SyntheticGrounding plain_greys); match the "
+                        "stage-1 data's")
     p.add_argument("--plural-absent", action="store_true",
                    help="absent things asked about in the plural (\"all the blue shapes\") are teacher-forced with a "
                         "two-[SEG] answer, not a one-[SEG] one, so that the verifier learns plural absence too "
@@ -306,6 +309,8 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
         key["plural_absent"] = True
     if args.colours != "palette":
         key["colours"] = args.colours
+    if args.plain_greys != "levels":
+        key["plain_greys"] = args.plain_greys
     path = Path(args.candidates) if args.candidates else None
     if path is not None and path.is_file():
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -377,7 +382,7 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     lit.eval()
     model, processor = lit.model, lit.processor
     torch.manual_seed(args.seed)
-    scenes = dict(turns_per_sample=len(TASKS), tasks=list(TASKS), colours=args.colours)
+    scenes = dict(turns_per_sample=len(TASKS), tasks=list(TASKS), colours=args.colours, plain_greys=args.plain_greys)
     train = SyntheticGrounding("train", length=args.start + args.scenes, **scenes)
     val = SyntheticGrounding("val", length=args.val_scenes, **scenes)
     try:

@@ -416,6 +416,8 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
     # so is a file of the same scenes in the palette's colours when band colours are asked for
     assert main([*args, "--out", str(tmp_path / "c"), "--colours", "bands"]) == 2
     assert "'colours': 'bands'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main([*args, "--out", str(tmp_path / "c"), "--plain-greys", "range"]) == 2
+    assert "'plain_greys': 'range'" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert main([*args, "--out", str(tmp_path / "d"), "--context", "-1"]) == 2
     # a source with a presence verifier, fitted again without one: its presence verifier is left out, none written
     monkeypatch.undo()
