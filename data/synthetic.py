@@ -44,7 +44,7 @@ from data.sample import (
     VideoTarget,
 )
 from data.templates import caption_turn, reasoning_turn, rec_turn, referring_turn, region_turn, restyle_prompt
-from data.textures import PLAIN_GREYS, Background, random_background
+from data.textures import Background, check_plain_greys, random_background
 
 # ----------------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -1262,9 +1262,7 @@ class SyntheticGrounding(Dataset):
             raise ValueError(f"phrasing must be a probability in [0, 1], got {phrasing}")
         self.phrasing = float(phrasing)
         self.colours = _check_colouring(colours)
-        if plain_greys not in PLAIN_GREYS:
-            raise ValueError(f"unknown plain greys {plain_greys!r}; expected one of {PLAIN_GREYS}")
-        self.plain_greys = plain_greys
+        self.plain_greys = check_plain_greys(plain_greys)
 
     def __len__(self) -> int:
         return self.length

@@ -87,6 +87,14 @@ def texture_background(rng: np.random.Generator, size: tuple[int, int], index: i
 
 
 PLAIN_GREYS = ("levels", "range")
+PLAIN_JITTER = 8  # a plain level's per-image brightness jitter: +- this many grey levels
+
+
+def check_plain_greys(greys: str) -> str:
+    """``greys`` if it names a way to draw plain backgrounds (``PLAIN_GREYS``), else a ValueError."""
+    if greys not in PLAIN_GREYS:
+        raise ValueError(f"unknown plain greys {greys!r}; expected one of {PLAIN_GREYS}")
+    return greys
 
 
 def plain_background(rng: np.random.Generator, size: tuple[int, int], greys: str = "levels") -> Background:
@@ -94,13 +102,12 @@ def plain_background(rng: np.random.Generator, size: tuple[int, int], greys: str
     with a brightness jitter of +- 8) or "range" (any grey from 0 to 255, pure black and white included, from the
     same random draw: level k and jitter j become grey (17 k + j + 8) / 84 of the way from 0 to 255; named after the
     nearest level)."""
-    if greys not in PLAIN_GREYS:
-        raise ValueError(f"unknown plain greys {greys!r}; expected one of {PLAIN_GREYS}")
+    check_plain_greys(greys)
     k = int(rng.integers(len(PLAIN_BACKGROUNDS)))
-    jitter = int(rng.integers(-8, 9))
-    if greys == "range":
-        steps = 17 * len(PLAIN_BACKGROUNDS) - 1
-        grey = int(round((17 * k + jitter + 8) * 255 / steps))
+    jitter = int(rng.integers(-PLAIN_JITTER, PLAIN_JITTER + 1))
+    if greys == "range":  # the (level, jitter) draw as one of span x levels evenly spaced greys
+        span = 2 * PLAIN_JITTER + 1
+        grey = int(round((span * k + jitter + PLAIN_JITTER) * 255 / (span * len(PLAIN_BACKGROUNDS) - 1)))
         colour = np.full(3, grey, np.uint8)
         k = int(np.argmin([abs(int(rgb[0]) - grey) for _, rgb in PLAIN_BACKGROUNDS]))
     else:
