@@ -5,6 +5,8 @@
     grounding fit-verifier --model outputs/default/model --scenes 300 --out outputs/verifier   # fewer scenes: ~30 min
     grounding fit-verifier --model outputs/default/model --out outputs/verified_c --context 2 --colour   # + pixel colour (tried, not shipped)
     grounding fit-verifier --model outputs/default/model --out outputs/verified_pa --context 2 --plural-absent   # absent plurals as two [SEG]
+    grounding fit-verifier --model outputs/default/model --out outputs/verified_b --context 2 --colours bands --plain-greys range \
+        --scenes 400 --add-candidates outputs/candidates_palette.pt   # + candidates of another collection (configs/default_colours.yaml)
 
 Two passes. *Collect*: every question of each scene is teacher-forced with its own answer (a question about an
 absent object with a one-target answer, "Sure, it is [SEG].", so that its [SEG] state asks for something that
@@ -31,7 +33,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,21 @@ class VerifierData:
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
+
+    @classmethod
+    def concat(cls, parts: "Sequence[VerifierData]") -> "VerifierData":
+        """The states and candidates of several collections, in order (owners renumbered)."""
+        widths = {int(p.features.shape[1]) for p in parts}
+        if len(widths) > 1:
+            raise ValueError(f"candidates of different verifier inputs ({sorted(widths)} features a candidate) cannot be "
+                             "fitted together (one was collected with --colour, the other without?)")
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        heads = [torch.full((len(p),), float("nan")) if p.head is None else p.head for p in parts]
+        head = torch.cat(heads)
+        return cls(torch.cat([p.features for p in parts]), torch.cat([p.owner + int(o) for p, o in zip(parts, offsets)]),
+                   torch.cat([p.labels for p in parts]), torch.cat([p.target_iou for p in parts]),
+                   torch.cat([p.states for p in parts]), [t for p in parts for t in p.tasks],
+                   torch.cat([p.absent for p in parts]), None if torch.isnan(head).all() else head)
 
     def rows_of(self, states: np.ndarray) -> torch.Tensor:
         """Candidate rows of the given states."""
@@ -274,6 +291,10 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="a file of collected candidates: read from it when it exists (the frozen model's candidates "
                         "are collected once: it must be the same --model, --scenes and --start), else written to it "
                         "after collecting, so that later fits (other --epochs, --lr, verifier sizes) skip the collection")
+    p.add_argument("--add-candidates", nargs="+", default=[], metavar="FILE",
+                   help="candidate files of other collections (--candidates files of other scenes or colourings, say "
+                        "of an earlier model's palette scenes) whose training candidates are fitted on with this run's (placed before them); "
+                        "their validation scenes are not used")
     p.add_argument("--colours", choices=("palette", "bands"), default="palette",
                    help="how the scenes' colour names become fills (data.synthetic.SyntheticGrounding colours): the "
                         "palette (the shipped model's world) or bands (each name anywhere in its hue band); match the "
@@ -358,6 +379,10 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.presence_threshold < 1.0:
         print(f"grounding fit-verifier: --presence-threshold must be in (0, 1), got {args.presence_threshold}", file=sys.stderr)
         return 2
+    missing = [f for f in args.add_candidates if not Path(f).is_file()]
+    if missing:  # before the collection, not after it
+        print(f"grounding fit-verifier: --add-candidates: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     config = yaml.safe_load((src / CONFIG_FILE).read_text())
     heads = dict(config.get("heads") or {})
@@ -387,7 +412,11 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     val = SyntheticGrounding("val", length=args.val_scenes, **scenes)
     try:
         data, held = _collected(args, model, processor, train, val)
-    except ValueError as e:
+        if args.add_candidates:
+            added = [VerifierData(**torch.load(f, map_location="cpu", weights_only=True)["train"]) for f in args.add_candidates]
+            log.info("added %d [SEG] states of %s", sum(len(a) for a in added), ", ".join(args.add_candidates))
+            data = VerifierData.concat([*added, data])  # (the added first: the fitting order of the shipped verifier)
+    except (ValueError, KeyError, TypeError) as e:
         print(f"grounding fit-verifier: {e}", file=sys.stderr)
         return 2
     print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "

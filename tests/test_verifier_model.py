@@ -302,6 +302,25 @@ def test_collect_records_the_presence_head_logit_of_each_question():
 
 
 
+def test_verifier_data_concat_renumbers_owners_and_keeps_heads():
+    from grounding.verifier_fit import VerifierData
+
+    def part(states, cands, head):
+        return VerifierData(torch.randn(cands, 5), torch.arange(cands) % states, torch.ones(cands), torch.rand(cands),
+                            torch.randn(states, 3), ["res"] * states, torch.zeros(states, dtype=torch.bool), head)
+
+    a, b = part(2, 4, torch.tensor([0.5, -1.0])), part(3, 3, None)
+    both = VerifierData.concat([a, b])
+    assert len(both) == 5 and both.owner.tolist() == [0, 1, 0, 1, 2, 3, 4]
+    assert torch.equal(both.features, torch.cat([a.features, b.features])) and both.tasks == ["res"] * 5
+    assert both.head[:2].tolist() == [0.5, -1.0] and torch.isnan(both.head[2:]).all()
+    assert VerifierData.concat([b, b]).head is None
+    wide = part(1, 1, None)
+    wide.features = torch.randn(1, 6)
+    with pytest.raises(ValueError, match="different verifier inputs"):
+        VerifierData.concat([a, wide])
+
+
 def _tiny_source(tmp_path):
     """A tiny trained-parts folder (seg prior and presence head, no verifier) to fit a verifier on."""
     from grounding.checkpoint import save_trained_folder
@@ -409,6 +428,12 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
     assert any(not torch.equal(pv[k], mv[k]) for k in pv)  # fitted on its own, not a copy
 
     capsys.readouterr()
+    # another collection's candidates are fitted on with this run's: here the same file again, twice the states
+    assert main([*args, "--out", str(tmp_path / "h"), "--add-candidates", str(cands)]) == 0
+    once = torch.load(str(cands), weights_only=True)["train"]["states"].shape[0]
+    assert f"of {2 * once} [SEG] states" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "i"), "--add-candidates", str(tmp_path / "none.pt")]) == 2
+    assert "--add-candidates: no such file" in capsys.readouterr().err and not (tmp_path / "i").exists()
     # a file of other scenes is refused in one line, and nothing is written
     assert main([*args[:6], "1", *args[7:], "--out", str(tmp_path / "c")]) == 2
     assert "holds the candidates of" in capsys.readouterr().err
