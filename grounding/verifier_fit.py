@@ -320,6 +320,15 @@ TASKS = ("res", "res", "res", "rec", "rec", "reason", "reason", "res_none", "res
 """The question mix of configs/default.yaml's training data (one scene, twelve questions)."""
 
 
+def _read_candidates(path: str) -> VerifierData:
+    """The training candidates of a file ``--candidates`` wrote."""
+    try:
+        saved = torch.load(str(path), map_location="cpu", weights_only=True)
+        return VerifierData(**saved["train"])
+    except Exception as e:  # not a torch file, or not one of candidates
+        raise ValueError(f"{path} is not a candidates file of grounding fit-verifier --candidates ({type(e).__name__}: {e})") from e
+
+
 def _collected(args, model, processor, train, val) -> tuple[VerifierData, VerifierData | None]:
     """The training and held-out candidates: read from ``--candidates`` if it exists (it holds both, and names the
     scenes they came from: a file of other scenes is refused), else collected (and written there if given)."""
@@ -413,10 +422,10 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     try:
         data, held = _collected(args, model, processor, train, val)
         if args.add_candidates:
-            added = [VerifierData(**torch.load(f, map_location="cpu", weights_only=True)["train"]) for f in args.add_candidates]
+            added = [_read_candidates(f) for f in args.add_candidates]
             log.info("added %d [SEG] states of %s", sum(len(a) for a in added), ", ".join(args.add_candidates))
             data = VerifierData.concat([*added, data])  # (the added first: the fitting order of the shipped verifier)
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
         print(f"grounding fit-verifier: {e}", file=sys.stderr)
         return 2
     print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "

@@ -434,6 +434,9 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
     assert f"of {2 * once} [SEG] states" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "i"), "--add-candidates", str(tmp_path / "none.pt")]) == 2
     assert "--add-candidates: no such file" in capsys.readouterr().err and not (tmp_path / "i").exists()
+    (tmp_path / "other.pt").write_text("not candidates")
+    assert main([*args, "--out", str(tmp_path / "i"), "--add-candidates", str(tmp_path / "other.pt")]) == 2
+    assert "is not a candidates file" in capsys.readouterr().err and not (tmp_path / "i").exists()
     # a file of other scenes is refused in one line, and nothing is written
     assert main([*args[:6], "1", *args[7:], "--out", str(tmp_path / "c")]) == 2
     assert "holds the candidates of" in capsys.readouterr().err
