@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from data.sample import GroundingSample, GroundRef, Task
+from data.synthetic import COLOURINGS
+from data.textures import PLAIN_GREYS
 from data.templates import is_plural, segmentation_answer
 from grounding.losses import presence_scores
 from grounding.metrics import mask_iou_matrix
@@ -295,11 +297,11 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
                    help="candidate files of other collections (--candidates files of other scenes or colourings, say "
                         "of an earlier model's palette scenes) whose training candidates are fitted on with this run's (placed before them); "
                         "their validation scenes are not used")
-    p.add_argument("--colours", choices=("palette", "bands"), default="palette",
+    p.add_argument("--colours", choices=COLOURINGS, default="palette",
                    help="how the scenes' colour names become fills (data.synthetic.SyntheticGrounding colours): the "
                         "palette (the shipped model's world) or bands (each name anywhere in its hue band); match the "
                         "stage-1 data's")
-    p.add_argument("--plain-greys", choices=("levels", "range"), default="levels",
+    p.add_argument("--plain-greys", choices=PLAIN_GREYS, default="levels",
                    help="the grey levels of the scenes' plain backgrounds (SyntheticGrounding plain_greys); match the "
                         "stage-1 data's")
     p.add_argument("--plural-absent", action="store_true",
@@ -428,7 +430,8 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"grounding fit-verifier: {e}", file=sys.stderr)
         return 2
-    print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes "
+    print(f"{len(data.labels)} candidates of {len(data)} [SEG] states from {args.scenes} scenes"
+          f"{' and ' + ', '.join(args.add_candidates) if args.add_candidates else ''} "
           f"({data.labels.mean():.1%} positive) in {(time.monotonic() - started) / 60:.1f} min", flush=True)
 
     def reporter(verifier, name):
