@@ -11,6 +11,10 @@ language model generated.
 
 It runs where answers meet the processor: ``GroundingPredictor`` (API, CLI, server) and the ``Evaluator``
 (``grounding validate`` / ``test``), so what is measured is what users get.
+
+The same region question checks answers the presence call is unsure of (``HeadOptions.check_by_description``,
+:func:`check_by_description`): "Sure, it is [SEG]." to "Segment the blue circle." whose mask the model itself
+describes as "a green circle" grounded some other object, and is generated again without [SEG].
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 from data.masks import dominant_box
+from data.sample import Turn
 from grounding.parse import parse_answer
 from grounding.tokens import PHRASE_END, PHRASE_START, REGION
 
@@ -86,3 +91,68 @@ def describe_phrases(model, processor, images, answers, geometries, image_embedd
         ans.text = text
         ans.parsed = parse_answer(text, model.box_codec, (w, h))
     return len(jobs)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower()))
+
+
+def contradicts(prompt: str, description: str, groups) -> bool:
+    """Whether ``description`` names another word of a group ``prompt`` names exactly one word of: "the blue
+    circle" / "It is a green circle." with groups (colours, shapes) -> True; a group the prompt names two or more
+    words of (two objects: "the circle left of the square") or none of, or the description none of, says nothing."""
+    asked, said = _words(prompt), _words(description)
+    for group in groups:
+        g = {w.lower() for w in group}
+        p, d = asked & g, said & g
+        if len(p) == 1 and d and not (p & d):
+            return True
+    return False
+
+
+def prompt_text(prompt) -> str:
+    """A request's prompt as text: a ``Turn``'s own text, or the string."""
+    return prompt.prompt_text() if isinstance(prompt, Turn) else str(prompt)
+
+
+@torch.no_grad()
+def check_by_description(model, processor, images, prompts, regions, answers, geometries, image_embeddings,
+                         max_new_tokens: int = 64) -> list[int]:
+    """``HeadOptions.check_by_description``, in place: each answer with one [SEG] whose presence probability is
+    below the option, to a prompt naming exactly one word of a group of ``HeadOptions.description_words``, is
+    checked by asking :data:`DESCRIBE_PROMPT` about the box of its mask; an answer the description
+    :func:`contradicts` is generated again without [SEG] (``GroundingModel.generate(refuse=...)``) and replaced
+    where that finds such an answer. ``prompts`` / ``regions`` / ``images``: the requests' own (a prompt: str or
+    ``Turn``; regions: R x 4 or None). Returns the indices of the answers replaced."""
+    below, groups = model.options.check_by_description, model.options.description_words
+    if below is None:
+        return []
+    jobs: list[tuple[int, np.ndarray]] = []
+    for a, ans in enumerate(answers):
+        if ans.presence is None or ans.presence >= below or ans.parsed.num_seg != 1 or ans.mask_logits is None:
+            continue
+        asked = _words(prompt_text(prompts[a]))
+        if not any(len(asked & {w.lower() for w in g}) == 1 for g in groups):
+            continue
+        mask = geometries[a].logits_to_original(ans.mask_logits[:1].float()).cpu().numpy()[0, 0] > 0
+        if mask.any():
+            jobs.append((a, dominant_box(mask)))
+    if not jobs:
+        return []
+    dev = image_embeddings.device
+    reqs = [processor.encode_request(images[a], DESCRIBE_PROMPT, box[None]) for a, box in jobs]
+    batch = processor.collate(reqs, padding_side="left").to(dev)
+    described = model.generate(batch, max_new_tokens=24, image_embeddings=image_embeddings[[a for a, _ in jobs]])
+    wrong = [a for (a, _), d in zip(jobs, described) if contradicts(prompt_text(prompts[a]), d.parsed.clean_text, groups)]
+    if not wrong:
+        return []
+    reqs = [processor.encode_request(images[a], prompts[a], regions[a]) for a in wrong]
+    batch = processor.collate(reqs, padding_side="left").to(dev)
+    again = model.generate(batch, max_new_tokens=max_new_tokens, image_embeddings=image_embeddings[wrong],
+                           refuse=range(len(wrong)))
+    replaced = []
+    for a, ans in zip(wrong, again):
+        if ans.parsed.num_seg == 0:
+            answers[a] = ans
+            replaced.append(a)
+    return replaced

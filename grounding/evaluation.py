@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from data.sample import GroundingSample, RegionRef, Task, Turn
-from grounding.describe import describe_phrases
+from grounding.describe import check_by_description, describe_phrases
 from grounding.metrics import NoTargetAccuracy, RecAccuracy, SegmentationIoU, gcg_scores, rec_ious
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
@@ -73,6 +73,12 @@ def _union(masks: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     for m in masks:
         out |= m
     return out
+
+
+def _turn_regions(sample: GroundingSample, turn: Turn) -> np.ndarray | None:
+    """The R x 4 boxes of a turn's ``<region>`` prompt parts, or None."""
+    idx = [p.index for p in turn.prompt if isinstance(p, RegionRef)]
+    return sample.regions[idx] if idx else None
 
 
 def region_answer_correct(answer: str, label: str) -> bool:
@@ -119,9 +125,7 @@ class Evaluator:
             for t in s.turns:
                 if self.config.max_turns_per_epoch is not None and self.turns_seen >= self.config.max_turns_per_epoch:
                     return reqs, owners
-                idx = [p.index for p in t.prompt if isinstance(p, RegionRef)]
-                regions = s.regions[idx] if idx else None
-                reqs.append(self.processor.encode_request(s.image, t, regions))
+                reqs.append(self.processor.encode_request(s.image, t, _turn_regions(s, t)))
                 owners.append((b, t))
                 self.turns_seen += 1
         return reqs, owners
@@ -139,11 +143,16 @@ class Evaluator:
         if image_embeddings is not None:
             emb = image_embeddings[[b for b, _ in owners]]
         describe = self.model.options.describe_phrases
-        if describe and emb is None:  # generate would encode the images itself; the region questions need them too
+        check = self.model.options.check_by_description is not None
+        if (describe or check) and emb is None:  # generate would encode the images itself; the region questions need them too
             emb = self.model.encode_images(batch.sam_images, batch.image_keys)
         answers = self.model.generate(batch, max_new_tokens=self.config.max_new_tokens, image_embeddings=emb)
+        images = [samples[b].image for b, _ in owners]
+        if check:
+            check_by_description(self.model, self.processor, images, [t for _, t in owners],
+                                 [_turn_regions(samples[b], t) for b, t in owners], answers, batch.geometries, emb,
+                                 self.config.max_new_tokens)
         if describe:
-            images = [samples[b].image for b, _ in owners]
             describe_phrases(self.model, self.processor, images, answers, batch.geometries, emb)
         out = []
         for (b, turn), ans, geo in zip(owners, answers, batch.geometries):

@@ -10,6 +10,7 @@ Losses live in ``grounding.losses``; training lives in ``grounding.lit_module``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,6 +145,18 @@ class HeadOptions:
     "What is in <region>?" about the box of that [SEG]'s own mask (``grounding.describe``): the region encoder
     names an object from SAM's features better than the language model does from its pooled image tokens. Done
     by ``GroundingPredictor`` and the ``Evaluator`` after ``generate``; needs the region encoder."""
+    check_by_description: float | None = None
+    """A one-[SEG] answer whose presence probability is below this is checked against the model's own description of
+    its mask (``grounding.describe.check_by_description``, run where ``describe_phrases`` runs): "What is in
+    <region>?" about the box of that mask, and where the prompt names exactly one word of a group of
+    ``description_words`` (a colour, a shape) and the description names another word of that group, the answer is
+    generated again without [SEG] (``GroundingModel.generate(refuse=...)``): it grounded some other object. Where
+    the presence call is unsure, the region encoder reads the object from SAM's full embedding, where the language
+    model wrote "Sure" from 64 pooled image tokens. Needs the presence head and the region encoder. None: no check."""
+    description_words: tuple[tuple[str, ...], ...] = ()
+    """The word groups ``check_by_description`` compares (lower case; the default model's: its world's colour names
+    and shape names). A group the prompt names two or more words of is not compared (a relation such as "the circle
+    left of the square" names two objects)."""
     complete_captions: bool = False
     """In generation, an answer that grounds phrases (``<p>phrase</p> [SEG]``: a grounded caption) is completed with
     the objects its presence map finds that none of its masks covers (``heads.uncovered_parts``: parts of the map's
@@ -273,6 +286,15 @@ class GroundingModel(nn.Module):
             raise ValueError("HeadOptions.complete_captions reads the presence map: it needs the presence head (presence: true)")
         if self.options.describe_phrases and region_encoder is None:
             raise ValueError("HeadOptions.describe_phrases asks region questions: it needs the region encoder (region_encoder: true)")
+        if self.options.check_by_description is not None:
+            c = self.options.check_by_description
+            if not 0.0 < c <= 1.0:
+                raise ValueError(f"check_by_description must be a probability in (0, 1] or None, got {c}")
+            if region_encoder is None or presence_head is None or self.options.presence_threshold is None:
+                raise ValueError("HeadOptions.check_by_description asks region questions and refuses through the presence "
+                                 "head: it needs region_encoder: true, presence: true and a presence_threshold")
+            if not self.options.description_words:
+                raise ValueError("HeadOptions.check_by_description needs description_words (groups of words to compare)")
         t = self.options.presence_threshold
         if t is not None and not 0.0 < t < 1.0:
             raise ValueError(f"presence_threshold must be a probability in (0, 1) or None, got {t}")
@@ -447,9 +469,15 @@ class GroundingModel(nn.Module):
         batch: GroundingBatch,
         max_new_tokens: int = 64,
         image_embeddings: torch.Tensor | None = None,
+        refuse: Sequence[int] = (),
         **generate_kwargs,
     ) -> list[GeneratedAnswer]:
-        """Greedy answers for a left-padded batch of requests, with one mask per generated [SEG]."""
+        """Greedy answers for a left-padded batch of requests, with one mask per generated [SEG]. ``refuse``: rows
+        to be answered without [SEG] (``HeadOptions.check_by_description``): a row whose answer grounds something
+        is generated again from the next-best first tokens, as where the presence head disagrees, and keeps the
+        first answer without [SEG] (its own answer if none is found). Needs the presence head."""
+        if refuse and (self.presence_head is None or self.options.presence_threshold is None):
+            raise ValueError("generate(refuse=...) revises answers through the presence head: this model has none")
         if image_embeddings is None:
             image_embeddings = self.encode_images(batch.sam_images, batch.image_keys)
         seqs, hidden, first = self._generate_tokens(batch, image_embeddings, max_new_tokens, None, generate_kwargs)
@@ -460,7 +488,8 @@ class GroundingModel(nn.Module):
         elif self.options.presence_threshold is None:  # reported only
             prob = torch.sigmoid(presence.float()).tolist()
         else:
-            prob = self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence)
+            prob = self._revise_by_presence(batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first,
+                                            presence, refuse)
         tok = self.tokenizer
         answers: list[GeneratedAnswer] = []
         all_hidden, all_index, all_boxes, counts = [], [], [], []
@@ -691,7 +720,8 @@ class GroundingModel(nn.Module):
             t = self.options.presence_threshold
         return prob > t
 
-    def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence):
+    def _revise_by_presence(self, batch, image_embeddings, max_new_tokens, generate_kwargs, seqs, hidden, first, presence,
+                            refuse: Sequence[int] = ()):
         """Where an answer's having [SEG] disagrees with the presence probability (``HeadOptions.presence_threshold``;
         fused with the [SEG]'s seg-prior evidence with ``presence_fusion``), generate it again from the language
         model's next-best first tokens (up to ``presence_retries``) and keep the first answer that agrees (in place).
@@ -707,6 +737,8 @@ class GroundingModel(nn.Module):
             want = [self._accepts(p, evidence.get(b)) if has_seg[b] else (p > opts.presence_recheck) for b, p in enumerate(prob)]
         else:
             want = [p > opts.presence_threshold for p in prob]
+        for b in refuse:  # generate(refuse=...): answered without [SEG] whatever the presence call
+            want[b] = False
         todo = [b for b in range(len(seqs)) if has_seg[b] != want[b]]
         if not todo or first is None:
             return prob

@@ -27,7 +27,7 @@ import torch
 
 from data.sample import Turn
 from data.transforms import as_rgb_uint8
-from grounding.describe import describe_phrases
+from grounding.describe import check_by_description, describe_phrases
 from grounding.errors import GroundingError, InvalidImageError, InvalidPromptError, InvalidRegionError
 from grounding.model import GeneratedAnswer, GroundingModel
 from grounding.processor import GroundingProcessor
@@ -232,11 +232,12 @@ class GroundingPredictor:
 
     def _run(self, imgs, prompts, regions, embedding, box_to_mask, max_new_tokens) -> list[GroundingResult]:
         t0 = time.perf_counter()
-        reqs = []
+        reqs, checked = [], []
         for img, prompt, reg in zip(imgs, prompts, regions):
             if isinstance(prompt, str) and not prompt.strip():
                 raise InvalidPromptError("the prompt is empty")
             r = check_regions(reg, img.shape[:2])
+            checked.append(r)
             try:
                 reqs.append(self.processor.encode_request(img, prompt, r))
             except ValueError as e:
@@ -249,7 +250,11 @@ class GroundingPredictor:
         else:
             emb = embedding.expand(len(reqs), -1, -1, -1)
         t1 = time.perf_counter()
-        answers = self.model.generate(batch, max_new_tokens=max_new_tokens or self.max_new_tokens, image_embeddings=emb)
+        max_new_tokens = max_new_tokens or self.max_new_tokens
+        answers = self.model.generate(batch, max_new_tokens=max_new_tokens, image_embeddings=emb)
+        if self.model.options.check_by_description is not None:  # unsure answers checked against their mask's description
+            check_by_description(self.model, self.processor, imgs, prompts, checked, answers, batch.geometries, emb,
+                                 max_new_tokens)
         if self.model.options.describe_phrases:  # caption phrases named again from their masks (grounding.describe)
             describe_phrases(self.model, self.processor, imgs, answers, batch.geometries, emb)
         t2 = time.perf_counter()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import build_tiny
-from grounding.describe import answer_phrase, describe_phrases
+from grounding.describe import answer_phrase, check_by_description, contradicts, describe_phrases
 from grounding.evaluation import Evaluator
 from grounding.model import GeneratedAnswer
 from grounding.parse import parse_answer
@@ -142,3 +142,106 @@ def test_the_predictor_returns_the_described_phrases(monkeypatch, sample):
     assert [s.phrase for s in r.segments] == ["a red square", "a blue square"]
     assert r.text == "The image shows a red square and a blue square on a plain background."
     assert all(s.mask is not None and s.mask.any() for s in r.segments)
+
+
+COLOURS_SHAPES = (("red", "green", "blue"), ("circle", "square", "star"))
+
+
+@pytest.mark.parametrize(
+    "prompt, description, want",
+    [
+        ("Segment the blue circle.", "It is a green circle.", True),  # another colour
+        ("Please segment the BLUE circle.", "It is a blue square.", True),  # another shape; case does not matter
+        ("Where is the blue circle?", "It is a blue circle.", False),
+        ("Segment the blue shape.", "It is a blue star.", False),  # no shape asked
+        ("Segment the circle.", "It is a red circle.", False),
+        ("Segment the circle left of the square.", "It is a red star.", False),  # two shapes named: not compared
+        ("Segment the circle left of the red square.", "It is a blue circle.", True),  # (one colour named)
+        ("Segment the blue circle.", "It is an object.", False),  # the description names no word of a group
+        ("Segment the dog.", "It is a red circle.", False),
+        ("Segment the reddish circle.", "It is a green circle.", False),  # whole words only
+    ],
+)
+def test_contradicts_compares_the_words_of_each_group(prompt, description, want):
+    assert contradicts(prompt, description, COLOURS_SHAPES) is want
+
+
+def _one_seg(model, geo, presence: float) -> GeneratedAnswer:
+    s = geo.input_size
+    logits = torch.full((1, 1, s, s), -8.0)
+    logits[0, 0, 2:6, 3:10] = 5.0
+    h, w = geo.original_hw
+    return GeneratedAnswer("Sure, it is [SEG].", parse_answer("Sure, it is [SEG].", model.box_codec, (w, h)), [], logits,
+                           torch.ones(1), presence=presence)
+
+
+def test_check_by_description_refuses_unsure_answers_whose_mask_is_described_otherwise(monkeypatch, sample):
+    """Of one-[SEG] answers under the option's presence, the one whose mask the region question names in another
+    colour is generated again with ``refuse``; sure answers, prompts naming no word of a group and agreeing
+    descriptions keep theirs."""
+    model, proc = build_tiny("composed", presence=True, check_by_description=0.9, description_words=COLOURS_SHAPES)
+    geo = proc.encode_request(sample.image, "Segment the blue circle.").geometry
+    prompts = ["Segment the blue circle.", "Segment the red square.", "Segment the blue circle.", "Segment the dog."]
+    answers = [_one_seg(model, geo, p) for p in (0.7, 0.8, 0.95, 0.6)]
+    calls = []
+
+    def generate(batch, max_new_tokens=64, image_embeddings=None, refuse=(), **kw):
+        calls.append((batch.batch_size, list(refuse), [model.tokenizer.decode(ids) for ids in batch.input_ids]))
+        h, w = batch.geometries[0].original_hw
+        if not refuse:  # the region questions: rows 0 and 1 (unsure, naming a colour and a shape)
+            texts = ["It is a green circle.", "It is a red square."]
+        else:
+            texts = ["There is no blue circle in the image."]
+        return [GeneratedAnswer(t, parse_answer(t, model.box_codec, (w, h)), [], None, None) for t in texts[: batch.batch_size]]
+
+    monkeypatch.setattr(model, "generate", generate)
+    emb = torch.randn(4, 4, 2, 2)
+    got = check_by_description(model, proc, [sample.image] * 4, prompts, [None] * 4, answers, [geo] * 4, emb)
+    assert got == [0]
+    assert calls[0][0] == 2 and all(f"What is in {REGION}?" in p for p in calls[0][2])
+    assert calls[1][:2] == (1, [0]) and "blue circle" in calls[1][2][0]
+    assert answers[0].text == "There is no blue circle in the image." and answers[0].parsed.num_seg == 0
+    assert [a.text for a in answers[1:]] == ["Sure, it is [SEG]."] * 3
+    # where generation finds no answer without [SEG], the answer stays
+    answers = [_one_seg(model, geo, 0.7)]
+    monkeypatch.setattr(model, "generate", lambda batch, max_new_tokens=64, image_embeddings=None, refuse=(), **kw: [
+        GeneratedAnswer(t, parse_answer(t, model.box_codec, (64, 48)), [], None, None)
+        for t in (["It is a red circle."] if not refuse else ["Sure, it is [SEG]."])])
+    assert check_by_description(model, proc, [sample.image], prompts[:1], [None], answers, [geo], emb[:1]) == []
+    assert answers[0].text == "Sure, it is [SEG]."
+
+
+def test_check_by_description_options_are_checked():
+    with pytest.raises(ValueError, match="check_by_description.*presence"):
+        build_tiny("composed", check_by_description=0.9, description_words=COLOURS_SHAPES)
+    with pytest.raises(ValueError, match="description_words"):
+        build_tiny("composed", presence=True, check_by_description=0.9)
+    with pytest.raises(ValueError, match="probability"):
+        build_tiny("composed", presence=True, check_by_description=1.5, description_words=COLOURS_SHAPES)
+
+
+def test_the_evaluator_and_predictor_run_the_check(monkeypatch, sample):
+    """What ``grounding test`` measures is what users get: both refuse the answer the check contradicts."""
+    from grounding.predictor import GroundingPredictor
+
+    model, proc = build_tiny("composed", presence=True, check_by_description=0.9, description_words=COLOURS_SHAPES)
+    res = [t for t in sample.turns if t.task.value == "res"][0]
+    one = type(sample)(sample.image, [res], sample.targets, sample.regions, source=sample.source)
+    geo = proc.encode_request(sample.image, res).geometry
+    assert res.prompt_text() == "Please segment the red square."
+    def generate(batch, max_new_tokens=64, image_embeddings=None, refuse=(), **kw):
+        h, w = batch.geometries[0].original_hw
+        if refuse:
+            t = "There is nothing."
+        elif f"What is in {REGION}?" in model.tokenizer.decode(batch.input_ids[0]):
+            t = "It is a green square."
+        else:
+            return [_one_seg(model, geo, 0.7) for _ in range(batch.batch_size)]
+        return [GeneratedAnswer(t, parse_answer(t, model.box_codec, (w, h)), [], None, None)] * batch.batch_size
+
+    monkeypatch.setattr(model, "generate", generate)
+    ev = Evaluator(model, proc)
+    out = ev.answer([one])
+    assert out[0][2].text == "There is nothing." and out[0][3] == []
+    r = GroundingPredictor(model, proc).predict(sample.image, res.prompt_text())
+    assert r.text == "There is nothing." and r.segments == []

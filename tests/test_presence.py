@@ -253,3 +253,37 @@ def test_presence_fusion_options_are_checked(options, match):
     with pytest.raises(ValueError, match="set presence and seg_prior"):
         type(m)(m.vision_llm, m.mask_head, m.seg_projector, m.region_encoder,
                 options=HeadOptions(presence=True, presence_fusion=(1.0, 1.0, 0.0)), presence_head=m.presence_head)
+
+
+def test_generate_refuse_re_answers_a_row_without_seg_whatever_the_presence_head(monkeypatch):
+    """``generate(refuse=rows)`` (``HeadOptions.check_by_description``): those rows' [SEG] answers are generated
+    again from the next-best first tokens until one grounds nothing, though the head says present; other rows keep
+    theirs; a row for which no answer without [SEG] is found keeps its own."""
+    lit = _lit(presence_threshold=0.5, presence_retries=2)
+    lit.eval()
+    seg = lit.model.tokens.seg
+    s = two_squares_sample()
+    batch = lit.processor.collate([lit.processor.encode_request(s.image, "Please segment the red square.")] * 2,
+                                  padding_side="left")
+    monkeypatch.setattr(lit.model, "_presence", lambda *a: torch.tensor([3.0, 3.0]))  # the head: present (0.95)
+    outputs = [{0: [7, seg], 1: [7, seg]}, {0: [13, 22, seg], 1: [13, seg]}, {0: [9, 24], 1: [9, 24]}]
+    calls = _scripted(lit, monkeypatch, outputs)
+    with torch.no_grad():
+        answers = lit.model.generate(batch, max_new_tokens=4, refuse=[0])
+    assert calls == [None, {0: 13}, {0: 9}]
+    assert answers[0].token_ids == [9, 24] and answers[0].mask_logits is None
+    assert answers[1].token_ids == [7, seg] and answers[1].mask_logits is not None
+    # no answer without [SEG] among the next-best first tokens: the row keeps its own
+    calls = _scripted(lit, monkeypatch, [{0: [7, seg], 1: [7, seg]}, {0: [13, seg], 1: [13, seg]}, {0: [9, seg], 1: [9, seg]}])
+    with torch.no_grad():
+        answers = lit.model.generate(batch, max_new_tokens=4, refuse=[1])
+    assert len(calls) == 3 and answers[1].token_ids == [7, seg]
+
+
+def test_generate_refuse_needs_the_presence_head():
+    lit = tiny_lit()
+    lit.eval()
+    s = two_squares_sample()
+    batch = lit.processor.collate([lit.processor.encode_request(s.image, "Please segment the red square.")])
+    with pytest.raises(ValueError, match="refuse"):
+        lit.model.generate(batch, max_new_tokens=2, refuse=[0])
