@@ -114,7 +114,7 @@ class HeadOptions:
     """With ``verifier_presence``: answers with several [SEG] are decided by the verifier too, as one-[SEG] answers
     are (its evidence: the largest of their [SEG]s' best logits; fused with the head by ``verifier_fusion``, at
     ``verifier_threshold``). For a verifier fitted with absent things asked in the plural answered with several
-    [SEG] (``grounding fit-verifier --plural-absent``)."""
+    [SEG] (``grounding fit-verifier --plural-absent``; the shipped default's is, and ships with this on)."""
     verifier_fusion: tuple[float, float, float] | None = None
     """With ``verifier_presence``: (w_head, w_verifier, bias): a one-[SEG] answer's presence probability is
     sigmoid(w_head * presence-head logit + w_verifier * the verifier's best logit + bias) instead of the verifier's

@@ -47,3 +47,15 @@ def test_shipped_default_model_config_is_the_recipe_with_its_verifier():
     for part in ("heads", "processor"):
         differ = {k: (v, recipe[part].get(k)) for k, v in shipped[part].items() if recipe[part].get(k) != v}
         assert not differ, (part, differ)
+
+
+def test_shipped_description_words_are_the_synthetic_worlds_colours_and_shapes():
+    """``heads.description_words`` of the shipped model (``check_by_description``) are the names its world draws
+    (data.synthetic.COLOURS and SHAPES), so a colour or shape added there is compared too."""
+    import yaml
+
+    from data.synthetic import COLOURS, SHAPES
+
+    shipped = yaml.safe_load((ROOT / "grounding/assets/default/config.yaml").read_text())["heads"]
+    assert shipped["check_by_description"] is not None
+    assert [list(g) for g in shipped["description_words"]] == [list(COLOURS), list(SHAPES)]
