@@ -8,10 +8,13 @@ asks two questions of each, as a user would:
 
 - "Please segment the <colour> <shape>.": ``iou`` is the IoU of the answer's masks (their union) with the drawn
   shape (0 when it answers "There is no ..."), ``found`` the share of answers that ground something;
-- "What is in <region>?" with the shape's box: ``region`` is the share of answers naming its colour and shape.
+- "What is in <region>?" with the shape's box: ``region`` is the share of answers naming its colour and shape;
+- "Please segment the <absent colour> <shape>.", the target's shape in a colour name neither drawn shape has:
+  ``refused`` is the share of answers that ground nothing (N-acc on a near miss).
 
-    python benchmarks/colour_probe.py                                  # the embedded default model, ~5 min
+    python benchmarks/colour_probe.py                                  # the embedded default model, ~6 min
     python benchmarks/colour_probe.py --model outputs/default/verified # a trained-parts folder
+    python benchmarks/colour_probe.py --no-check                       # without heads.check_by_description
 
 It prints one line per colour name and per background, then the means.
 """
@@ -57,9 +60,9 @@ def draw(canvas: np.ndarray, shape: str, centre: tuple[int, int], radius: int, r
 
 
 def scenes(size: int = 256, seed: int = 0):
-    """Yield (colour name, rgb, background name, image, target mask, target shape): every web colour on every
-    background, the target and a distractor (another colour name's first web colour, another shape) at random
-    places that do not overlap."""
+    """Yield (colour name, rgb, background name, image, target mask, target shape, absent colour name): every web
+    colour on every background, the target and a distractor (another colour name's first web colour, another shape)
+    at random places that do not overlap; the absent colour is a name neither shape is drawn in."""
     rng = np.random.default_rng(seed)
     names = list(WEB_COLOURS)
     for colour, variants in WEB_COLOURS.items():
@@ -78,7 +81,9 @@ def scenes(size: int = 256, seed: int = 0):
                     cx, ox = size - 1 - cx, size - 1 - ox
                 draw(image, other_shape, (ox, oy), r2, WEB_COLOURS[other_colour][0])
                 mask = draw(image, shape, (cx, cy), r, rgb)
-                yield colour, rgb, bg_name, image, mask, shape
+                k = names.index(colour)
+                absent = next(names[(k + j) % len(names)] for j in (2, 3, 1) if names[(k + j) % len(names)] != other_colour)
+                yield colour, rgb, bg_name, image, mask, shape, absent
 
 
 def main() -> None:
@@ -86,11 +91,14 @@ def main() -> None:
     p.add_argument("--model", default="default", help="default, a trained-parts folder or an exported folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="print every answer")
+    p.add_argument("--no-check", action="store_true", help="switch heads.check_by_description off")
     args = p.parse_args()
     predictor = GroundingPredictor.from_pretrained(args.model)
+    if args.no_check:
+        predictor.model.options.check_by_description = None
     by = defaultdict(lambda: defaultdict(list))
     started = time.monotonic()
-    for colour, rgb, bg, image, mask, shape in scenes(seed=args.seed):
+    for colour, rgb, bg, image, mask, shape, absent in scenes(seed=args.seed):
         res = predictor.predict(image, f"Please segment the {colour} {shape}.")
         pred = np.zeros(mask.shape, bool)
         for s in res.segments:
@@ -101,18 +109,20 @@ def main() -> None:
         box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
         reg = predictor.predict(image, "What is in <region>?", regions=[box])
         right = region_answer_correct(reg.text, f"{colour} {shape}")
+        miss = predictor.predict(image, f"Please segment the {absent} {shape}.")
         for key in (f"colour {colour}", f"background {bg}", "all"):
             by[key]["iou"].append(iou)
             by[key]["found"].append(float(bool(res.segments)))
             by[key]["region"].append(float(right))
+            by[key]["refused"].append(float(not miss.segments))
         if args.verbose:
-            print(f"{colour} {rgb} on {bg}: {res.text!r} iou {iou:.2f} | {reg.text!r}", flush=True)
+            print(f"{colour} {rgb} on {bg}: {res.text!r} iou {iou:.2f} | {reg.text!r} | {absent}: {miss.text!r}", flush=True)
     print(f"{len(by['all']['iou'])} images, {(time.monotonic() - started) / 60:.1f} min; model {args.model}")
-    print(f"{'':18s} {'iou':>6s} {'found':>6s} {'region':>6s}")
+    print(f"{'':18s} {'iou':>6s} {'found':>6s} {'region':>6s} {'refused':>7s}")
     keys = [f"colour {c}" for c in WEB_COLOURS] + [f"background {b}" for b in BACKGROUNDS] + ["all"]
     for key in keys:
         vals = by[key]
-        print(f"{key:18s} " + " ".join(f"{np.mean(vals[m]):6.3f}" for m in ("iou", "found", "region")))
+        print(f"{key:18s} " + " ".join(f"{np.mean(vals[m]):6.3f}" for m in ("iou", "found", "region")) + f" {np.mean(vals['refused']):7.3f}")
 
 
 if __name__ == "__main__":
