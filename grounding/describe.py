@@ -118,32 +118,38 @@ def prompt_text(prompt) -> str:
 @torch.no_grad()
 def check_by_description(model, processor, images, prompts, regions, answers, geometries, image_embeddings,
                          max_new_tokens: int = 64) -> list[int]:
-    """``HeadOptions.check_by_description``, in place: each answer with one [SEG] whose presence probability is
-    below the option, to a prompt naming exactly one word of a group of ``HeadOptions.description_words``, is
-    checked by asking :data:`DESCRIBE_PROMPT` about the box of its mask; an answer the description
-    :func:`contradicts` is generated again without [SEG] (``GroundingModel.generate(refuse=...)``) and replaced
+    """``HeadOptions.check_by_description``, in place: each answer with [SEG] (not a caption's phrases) whose presence
+    probability is below the option, to a prompt naming exactly one word of a group of
+    ``HeadOptions.description_words``, is checked by asking :data:`DESCRIBE_PROMPT` about the box of each of its
+    masks; an answer all of whose descriptions :func:`contradicts` ("all the yellow shapes" whose two masks are
+    described as orange) is generated again without [SEG] (``GroundingModel.generate(refuse=...)``) and replaced
     where that finds such an answer. ``prompts`` / ``regions`` / ``images``: the requests' own (a prompt: str or
     ``Turn``; regions: R x 4 or None). Returns the indices of the answers replaced."""
     below, groups = model.options.check_by_description, model.options.description_words
     if below is None:
         return []
-    jobs: list[tuple[int, np.ndarray]] = []
+    jobs: list[tuple[int, np.ndarray]] = []  # (answer, box of one of its [SEG] masks)
     for a, ans in enumerate(answers):
-        if ans.presence is None or ans.presence >= below or ans.parsed.num_seg != 1 or ans.mask_logits is None:
+        n = ans.parsed.num_seg
+        if ans.presence is None or ans.presence >= below or n == 0 or ans.mask_logits is None or len(ans.mask_logits) != n:
+            continue
+        if any(s.phrase is not None for s in ans.parsed.segments):  # a caption: its phrases are described instead
             continue
         asked = _words(prompt_text(prompts[a]))
         if not any(len(asked & {w.lower() for w in g}) == 1 for g in groups):
             continue
-        mask = geometries[a].logits_to_original(ans.mask_logits[:1].float()).cpu().numpy()[0, 0] > 0
-        if mask.any():
-            jobs.append((a, dominant_box(mask)))
+        masks = geometries[a].logits_to_original(ans.mask_logits.float()).cpu().numpy()[:, 0] > 0
+        jobs.extend((a, dominant_box(m)) for m in masks if m.any())
     if not jobs:
         return []
     dev = image_embeddings.device
     reqs = [processor.encode_request(images[a], DESCRIBE_PROMPT, box[None]) for a, box in jobs]
     batch = processor.collate(reqs, padding_side="left").to(dev)
     described = model.generate(batch, max_new_tokens=24, image_embeddings=image_embeddings[[a for a, _ in jobs]])
-    wrong = [a for (a, _), d in zip(jobs, described) if contradicts(prompt_text(prompts[a]), d.parsed.clean_text, groups)]
+    agree: dict[int, bool] = {}  # an answer is wrong when every one of its masks is described otherwise
+    for (a, _), d in zip(jobs, described):
+        agree[a] = agree.get(a, False) or not contradicts(prompt_text(prompts[a]), d.parsed.clean_text, groups)
+    wrong = [a for a, ok in agree.items() if not ok]
     if not wrong:
         return []
     reqs = [processor.encode_request(images[a], prompts[a], regions[a]) for a in wrong]

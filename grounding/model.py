@@ -146,11 +146,11 @@ class HeadOptions:
     names an object from SAM's features better than the language model does from its pooled image tokens. Done
     by ``GroundingPredictor`` and the ``Evaluator`` after ``generate``; needs the region encoder."""
     check_by_description: float | None = None
-    """A one-[SEG] answer whose presence probability is below this is checked against the model's own description of
-    its mask (``grounding.describe.check_by_description``, run where ``describe_phrases`` runs): "What is in
-    <region>?" about the box of that mask, and where the prompt names exactly one word of a group of
-    ``description_words`` (a colour, a shape) and the description names another word of that group, the answer is
-    generated again without [SEG] (``GroundingModel.generate(refuse=...)``): it grounded some other object. Where
+    """An answer with [SEG] (not a caption) whose presence probability is below this is checked against the model's
+    own description of its masks (``grounding.describe.check_by_description``, run where ``describe_phrases`` runs):
+    "What is in <region>?" about the box of each mask, and where the prompt names exactly one word of a group of
+    ``description_words`` (a colour, a shape) and every description names another word of that group, the answer
+    is generated again without [SEG] (``GroundingModel.generate(refuse=...)``): it grounded some other object. Where
     the presence call is unsure, the region encoder reads the object from SAM's full embedding, where the language
     model wrote "Sure" from 64 pooled image tokens. Needs the presence head and the region encoder. None: no check."""
     description_words: tuple[tuple[str, ...], ...] = ()

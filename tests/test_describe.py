@@ -245,3 +245,37 @@ def test_the_evaluator_and_predictor_run_the_check(monkeypatch, sample):
     assert out[0][2].text == "There is nothing." and out[0][3] == []
     r = GroundingPredictor(model, proc).predict(sample.image, res.prompt_text())
     assert r.text == "There is nothing." and r.segments == []
+
+
+def test_an_answer_with_several_seg_is_refused_only_when_every_mask_is_described_otherwise(monkeypatch, sample):
+    """"Segment all the blue shapes." answered with two masks: refused when both are described in another colour,
+    kept when one of them is blue; a caption's phrases are never checked."""
+    model, proc = build_tiny("composed", presence=True, check_by_description=0.9, description_words=COLOURS_SHAPES)
+    geo = proc.encode_request(sample.image, "Segment all the blue shapes.").geometry
+    two = _caption(model, geo)  # two masks with phrases: a caption
+    h, w = geo.original_hw
+    text = "Sure, they are [SEG] and [SEG]."
+
+    def plural():
+        return GeneratedAnswer(text, parse_answer(text, model.box_codec, (w, h)), [], two.mask_logits.clone(),
+                               torch.ones(2), presence=0.7)
+
+    for descriptions, refused in ((["It is a red circle.", "It is a green star."], [0]),
+                                  (["It is a red circle.", "It is a blue star."], [])):
+        calls = []
+
+        def generate(batch, max_new_tokens=64, image_embeddings=None, refuse=(), **kw):
+            calls.append(batch.batch_size)
+            texts = ["There are no blue shapes in the image."] if refuse else descriptions
+            return [GeneratedAnswer(t, parse_answer(t, model.box_codec, (w, h)), [], None, None) for t in texts]
+
+        monkeypatch.setattr(model, "generate", generate)
+        answers = [plural()]
+        got = check_by_description(model, proc, [sample.image], ["Segment all the blue shapes."], [None], answers, [geo],
+                                   torch.randn(1, 4, 2, 2))
+        assert got == refused and calls[0] == 2  # one region question per mask
+        assert (answers[0].parsed.num_seg == 0) == bool(refused)
+    caption = _caption(model, geo)
+    caption.presence = 0.7
+    assert check_by_description(model, proc, [sample.image], ["Describe the blue shapes."], [None], [caption], [geo],
+                                torch.randn(1, 4, 2, 2)) == []
