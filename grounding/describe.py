@@ -124,7 +124,8 @@ def check_by_description(model, processor, images, prompts, regions, answers, ge
     masks; an answer all of whose descriptions :func:`contradicts` ("all the yellow shapes" whose two masks are
     described as orange) is generated again without [SEG] (``GroundingModel.generate(refuse=...)``) and replaced
     where that finds such an answer. ``prompts`` / ``regions`` / ``images``: the requests' own (a prompt: str or
-    ``Turn``; regions: R x 4 or None). Returns the indices of the answers replaced."""
+    ``Turn``; regions: R x 4 or None). A replacing refusal keeps the descriptions in ``GeneratedAnswer.refused_by``.
+    Returns the indices of the answers replaced."""
     below, groups = model.options.check_by_description, model.options.description_words
     if below is None:
         return []
@@ -147,8 +148,10 @@ def check_by_description(model, processor, images, prompts, regions, answers, ge
     batch = processor.collate(reqs, padding_side="left").to(dev)
     described = model.generate(batch, max_new_tokens=24, image_embeddings=image_embeddings[[a for a, _ in jobs]])
     agree: dict[int, bool] = {}  # an answer is wrong when every one of its masks is described otherwise
+    said: dict[int, list[str]] = {}
     for (a, _), d in zip(jobs, described):
         agree[a] = agree.get(a, False) or not contradicts(prompt_text(prompts[a]), d.parsed.clean_text, groups)
+        said.setdefault(a, []).append(d.parsed.clean_text)
     wrong = [a for a, ok in agree.items() if not ok]
     if not wrong:
         return []
@@ -159,6 +162,7 @@ def check_by_description(model, processor, images, prompts, regions, answers, ge
     replaced = []
     for a, ans in zip(wrong, again):
         if ans.parsed.num_seg == 0:
+            ans.refused_by = said[a]
             answers[a] = ans
             replaced.append(a)
     return replaced

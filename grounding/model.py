@@ -201,6 +201,7 @@ class GeneratedAnswer:
     scores: torch.Tensor | None
     presence: float | None = None  # presence head's probability that the answer grounds something (HeadOptions.presence)
     presence_map: torch.Tensor | None = None  # 1 x h x w presence-head logits over the input frame (embedding grid)
+    refused_by: list[str] | None = None  # HeadOptions.check_by_description: the descriptions of the masks of the answer this refusal replaced
 
 
 def seg_state_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:

@@ -311,7 +311,8 @@ class GroundingPredictor:
                 segments.append(Segment(phrase, box, mask, scores[s.seg_index], "seg"))
             else:
                 segments.append(Segment(phrase, s.box, None, 1.0, "box"))
-        return GroundingResult(ans.parsed.clean_text, segments, ans.text, (h, w), skipped, presence=ans.presence)
+        return GroundingResult(ans.parsed.clean_text, segments, ans.text, (h, w), skipped, presence=ans.presence,
+                               refused_by=ans.refused_by)
 
     def _boxes_to_masks(self, results, batch, emb) -> None:
         todo = [(i, s) for i, r in enumerate(results) for s in r.segments if s.mask is None and s.box is not None]

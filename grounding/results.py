@@ -44,7 +44,9 @@ class Segment:
 class GroundingResult:
     """The answer ``text`` (grounding tokens removed), the ``raw_text`` the model wrote, and its ``segments``.
     ``presence``: the model's probability that the answer should ground something (a presence head,
-    ``HeadOptions.presence``), or None."""
+    ``HeadOptions.presence``), or None. ``refused_by``: where the answer is a refusal that replaced one grounding
+    something (``HeadOptions.check_by_description``), the model's own descriptions of that answer's masks, each
+    naming another colour or shape than the prompt's ("It is a green circle."); else None."""
 
     text: str
     segments: list[Segment] = field(default_factory=list)
@@ -53,6 +55,7 @@ class GroundingResult:
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     presence: float | None = None
+    refused_by: list[str] | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -79,6 +82,7 @@ class GroundingResult:
             "segments": [s.to_dict() for s in self.segments],
             "skipped": list(self.skipped),
             "presence": None if self.presence is None else round(float(self.presence), 4),
+            "refused_by": None if self.refused_by is None else list(self.refused_by),
         }
 
     def labels(self) -> list[str]:

@@ -201,6 +201,7 @@ def test_check_by_description_refuses_unsure_answers_whose_mask_is_described_oth
     assert calls[0][0] == 2 and all(f"What is in {REGION}?" in p for p in calls[0][2])
     assert calls[1][:2] == (1, [0]) and "blue circle" in calls[1][2][0]
     assert answers[0].text == "There is no blue circle in the image." and answers[0].parsed.num_seg == 0
+    assert answers[0].refused_by == ["It is a green circle."]
     assert [a.text for a in answers[1:]] == ["Sure, it is [SEG]."] * 3
     # where generation finds no answer without [SEG], the answer stays
     answers = [_one_seg(model, geo, 0.7)]
@@ -245,6 +246,7 @@ def test_the_evaluator_and_predictor_run_the_check(monkeypatch, sample):
     assert out[0][2].text == "There is nothing." and out[0][3] == []
     r = GroundingPredictor(model, proc).predict(sample.image, res.prompt_text())
     assert r.text == "There is nothing." and r.segments == []
+    assert r.refused_by == ["It is a green square."] and r.to_dict()["refused_by"] == ["It is a green square."]
 
 
 def test_an_answer_with_several_seg_is_refused_only_when_every_mask_is_described_otherwise(monkeypatch, sample):
