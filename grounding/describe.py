@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from data.masks import dominant_box
-from data.sample import Turn
 from grounding.parse import parse_answer
 from grounding.tokens import PHRASE_END, PHRASE_START, REGION
 
@@ -49,6 +48,16 @@ def answer_phrase(text: str) -> str | None:
     return t if len(first) > 1 and first.isupper() else t[0].lower() + t[1:]  # (an acronym keeps its capitals)
 
 
+def _describe_boxes(model, processor, images, image_embeddings, jobs, max_new_tokens: int = 24) -> list[str]:
+    """The model's answers (grounding tokens removed) to :data:`DESCRIBE_PROMPT` about each (image index, box) of
+    ``jobs``, in one left-padded batch that reuses those images' embeddings."""
+    reqs = [processor.encode_request(images[a], DESCRIBE_PROMPT, box[None]) for a, box in jobs]
+    dev = image_embeddings.device
+    batch = processor.collate(reqs, padding_side="left").to(dev)
+    emb = image_embeddings[torch.tensor([a for a, _ in jobs], device=dev)]
+    return [d.parsed.clean_text for d in model.generate(batch, max_new_tokens=max_new_tokens, image_embeddings=emb)]
+
+
 @torch.no_grad()
 def describe_phrases(model, processor, images, answers, geometries, image_embeddings, max_new_tokens: int = 24) -> int:
     """Re-write, in place, each ``<p>phrase</p>`` that grounds a [SEG] of ``answers`` (one per image of
@@ -70,14 +79,10 @@ def describe_phrases(model, processor, images, answers, geometries, image_embedd
                 jobs.append((a, s.start, box))
     if not jobs:
         return 0
-    reqs = [processor.encode_request(images[a], DESCRIBE_PROMPT, box[None]) for a, _, box in jobs]
-    dev = image_embeddings.device
-    batch = processor.collate(reqs, padding_side="left").to(dev)
-    emb = image_embeddings[torch.tensor([a for a, _, _ in jobs], device=dev)]
-    described = model.generate(batch, max_new_tokens=max_new_tokens, image_embeddings=emb)
+    described = _describe_boxes(model, processor, images, image_embeddings, [(a, box) for a, _, box in jobs], max_new_tokens)
     edits: dict[int, list[tuple[int, str]]] = {}
     for (a, start, _), d in zip(jobs, described):
-        phrase = answer_phrase(d.parsed.clean_text)
+        phrase = answer_phrase(d)
         if phrase is not None:
             edits.setdefault(a, []).append((start, phrase))
     for a, items in edits.items():
@@ -110,11 +115,6 @@ def contradicts(prompt: str, description: str, groups) -> bool:
     return False
 
 
-def prompt_text(prompt) -> str:
-    """A request's prompt as text: a ``Turn``'s own text, or the string."""
-    return prompt.prompt_text() if isinstance(prompt, Turn) else str(prompt)
-
-
 @torch.no_grad()
 def check_by_description(model, processor, images, prompts, regions, answers, geometries, image_embeddings,
                          max_new_tokens: int = 64) -> list[int]:
@@ -130,31 +130,28 @@ def check_by_description(model, processor, images, prompts, regions, answers, ge
     if below is None:
         return []
     jobs: list[tuple[int, np.ndarray]] = []  # (answer, box of one of its [SEG] masks)
+    asked: dict[int, str] = {}  # the prompts of the answers checked, as the model read them
     for a, ans in enumerate(answers):
         n = ans.parsed.num_seg
         if ans.presence is None or ans.presence >= below or n == 0 or ans.mask_logits is None or len(ans.mask_logits) != n:
             continue
         if any(s.phrase is not None for s in ans.parsed.segments):  # a caption: its phrases are described instead
             continue
-        asked = _words(prompt_text(prompts[a]))
-        if not any(len(asked & {w.lower() for w in g}) == 1 for g in groups):
+        text = processor.render_prompt(prompts[a])
+        if not any(len(_words(text) & {w.lower() for w in g}) == 1 for g in groups):
             continue
+        asked[a] = text
         masks = geometries[a].logits_to_original(ans.mask_logits.float()).cpu().numpy()[:, 0] > 0
         jobs.extend((a, dominant_box(m)) for m in masks if m.any())
     if not jobs:
         return []
-    dev = image_embeddings.device
-    reqs = [processor.encode_request(images[a], DESCRIBE_PROMPT, box[None]) for a, box in jobs]
-    batch = processor.collate(reqs, padding_side="left").to(dev)
-    described = model.generate(batch, max_new_tokens=24, image_embeddings=image_embeddings[[a for a, _ in jobs]])
-    agree: dict[int, bool] = {}  # an answer is wrong when every one of its masks is described otherwise
-    said: dict[int, list[str]] = {}
-    for (a, _), d in zip(jobs, described):
-        agree[a] = agree.get(a, False) or not contradicts(prompt_text(prompts[a]), d.parsed.clean_text, groups)
-        said.setdefault(a, []).append(d.parsed.clean_text)
-    wrong = [a for a, ok in agree.items() if not ok]
+    said: dict[int, list[str]] = {}  # an answer is wrong when every one of its masks is described otherwise
+    for (a, _), d in zip(jobs, _describe_boxes(model, processor, images, image_embeddings, jobs)):
+        said.setdefault(a, []).append(d)
+    wrong = [a for a, ds in said.items() if all(contradicts(asked[a], d, groups) for d in ds)]
     if not wrong:
         return []
+    dev = image_embeddings.device
     reqs = [processor.encode_request(images[a], prompts[a], regions[a]) for a in wrong]
     batch = processor.collate(reqs, padding_side="left").to(dev)
     again = model.generate(batch, max_new_tokens=max_new_tokens, image_embeddings=image_embeddings[wrong],
