@@ -1217,6 +1217,10 @@ class SyntheticGrounding(Dataset):
             colours included), e.g. to measure a model on colours its palette does not hold.
         plain_greys: "levels" (plain backgrounds at five grey levels +- 8, the default model's world) or "range"
             (any grey from pure black to white, the same scenes otherwise; ``data.textures.plain_background``).
+        aspect: the largest ratio of a frame's longer side to its shorter one (>= 1). 1: every frame is
+            ``image_size``. Above 1: each scene draws its frame (``frame_of``, from a stream of its own) with a
+            ratio log-uniform between 1 and ``aspect``, landscape or portrait with equal chance, its longer side
+            ``image_size``'s longer side; e.g. 2.0 trains a model on frames from 256 x 128 to 128 x 256.
 
     ``targets`` of every sample are all the scene's objects, in drawing order (``GroundRef.index`` is the object's
     index); ``regions`` are the boxes that region questions point at.
@@ -1237,9 +1241,12 @@ class SyntheticGrounding(Dataset):
         phrasing: float = 0.0,
         colours: str = "palette",
         plain_greys: str = "levels",
+        aspect: float = 1.0,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
+        if not (math.isfinite(aspect) and aspect >= 1.0):
+            raise ValueError(f"aspect must be a finite ratio >= 1 (longer side over shorter side), got {aspect}")
         if scenes is not None and scenes < 1:
             raise ValueError(f"scenes must be >= 1 or None, got {scenes}")
         if turns_per_sample < 1:
@@ -1263,9 +1270,20 @@ class SyntheticGrounding(Dataset):
         self.phrasing = float(phrasing)
         self.colours = _check_colouring(colours)
         self.plain_greys = check_plain_greys(plain_greys)
+        self.aspect = float(aspect)
 
     def __len__(self) -> int:
         return self.length
+
+    def frame_of(self, scene_index: int) -> tuple[int, int]:
+        """(H, W) of scene ``scene_index``'s frame: ``image_size``, or with ``aspect`` > 1 a drawn ratio."""
+        if self.aspect == 1.0:
+            return self.image_size
+        rng = _rng(self.seed, 4, self.split, scene_index)
+        ratio = float(np.exp(rng.uniform(0.0, np.log(self.aspect))))
+        longer = max(self.image_size)
+        shorter = max(1, int(round(longer / ratio)))
+        return (shorter, longer) if rng.random() < 0.5 else (longer, shorter)
 
     def __getitem__(self, index: int) -> GroundingSample:
         return self.generate(index)[1]
@@ -1287,7 +1305,7 @@ class SyntheticGrounding(Dataset):
             # with the most objects after a few failures
             n = None if attempt < 10 else self.max_objects
             scene = render_scene(
-                rng, self.image_size, n, self.min_objects, self.max_objects, self.textures,
+                rng, self.frame_of(scene_index), n, self.min_objects, self.max_objects, self.textures,
                 colours=self.colours, plain_greys=self.plain_greys,
             )
             maker = _TurnMaker(scene, rng)

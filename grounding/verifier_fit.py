@@ -304,6 +304,9 @@ def fit_verifier_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-greys", choices=PLAIN_GREYS, default="levels",
                    help="the grey levels of the scenes' plain backgrounds (SyntheticGrounding plain_greys); match the "
                         "stage-1 data's")
+    p.add_argument("--aspect", type=float, default=1.0,
+                   help="the scenes' largest frame ratio, longer over shorter side (SyntheticGrounding aspect; default 1: "
+                        "square frames); match the stage-1 data's")
     p.add_argument("--plural-absent", action="store_true",
                    help="absent things asked about in the plural (\"all the blue shapes\") are teacher-forced with a "
                         "two-[SEG] answer, not a one-[SEG] one, so that the verifier learns plural absence too "
@@ -343,6 +346,8 @@ def _collected(args, model, processor, train, val) -> tuple[VerifierData, Verifi
         key["colours"] = args.colours
     if args.plain_greys != "levels":
         key["plain_greys"] = args.plain_greys
+    if args.aspect != 1.0:
+        key["aspect"] = args.aspect
     path = Path(args.candidates) if args.candidates else None
     if path is not None and path.is_file():
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -384,6 +389,9 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.presence_verifier is not None and args.presence_verifier <= 0:
         print(f"grounding fit-verifier: --presence-verifier must be > 0, got {args.presence_verifier}", file=sys.stderr)
         return 2
+    if not (math.isfinite(args.aspect) and args.aspect >= 1.0):
+        print(f"grounding fit-verifier: --aspect must be a ratio >= 1, got {args.aspect}", file=sys.stderr)
+        return 2
     if args.context is not None and args.context < 0:
         print(f"grounding fit-verifier: --context must be >= 0, got {args.context}", file=sys.stderr)
         return 2
@@ -418,7 +426,8 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     lit.eval()
     model, processor = lit.model, lit.processor
     torch.manual_seed(args.seed)
-    scenes = dict(turns_per_sample=len(TASKS), tasks=list(TASKS), colours=args.colours, plain_greys=args.plain_greys)
+    scenes = dict(turns_per_sample=len(TASKS), tasks=list(TASKS), colours=args.colours, plain_greys=args.plain_greys,
+                  aspect=args.aspect)
     train = SyntheticGrounding("train", length=args.start + args.scenes, **scenes)
     val = SyntheticGrounding("val", length=args.val_scenes, **scenes)
     try:

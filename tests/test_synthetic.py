@@ -511,3 +511,23 @@ def test_plain_grey_range_reaches_black_and_white_in_the_same_scenes():
     assert changed >= 2  # the plain backgrounds (textures stay as they were)
     with pytest.raises(ValueError, match="plain greys"):
         SyntheticGrounding(plain_greys="colour")
+
+
+def test_aspect_draws_landscape_and_portrait_frames_of_checked_scenes():
+    square = SyntheticGrounding("val", length=10, turns_per_sample=3, seed=2)
+    same = SyntheticGrounding("val", length=10, turns_per_sample=3, seed=2, aspect=1.0)
+    for i in range(3):  # aspect 1 (the default) is the world as it was
+        assert np.array_equal(square[i].image, same[i].image)
+    ds = SyntheticGrounding("val", length=40, turns_per_sample=3, seed=2, aspect=2.0, image_size=128, scenes=20)
+    frames = [ds.frame_of(i) for i in range(20)]
+    assert all(max(f) == 128 and 64 <= min(f) <= 128 for f in frames)
+    assert any(h < w for h, w in frames) and any(h > w for h, w in frames)  # landscape and portrait
+    for i in (0, 1, 20):
+        scene, sample = ds.generate(i)
+        assert sample.image.shape[:2] == frames[i % 20]  # a revisited scene keeps its frame
+        assert sample.targets[0].mask.shape == frames[i % 20]
+        check_sample(scene, sample)
+    assert np.array_equal(ds[3].image, ds[3].image)
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="aspect"):
+            SyntheticGrounding(aspect=bad)

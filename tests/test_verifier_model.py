@@ -365,6 +365,8 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
     assert "--presence-threshold must be in (0, 1)" in capsys.readouterr().err
     assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-verifier", "0"]) == 2
     assert "--presence-verifier must be > 0" in capsys.readouterr().err
+    assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--aspect", "0.5"]) == 2
+    assert "--aspect must be a ratio >= 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -446,6 +448,8 @@ def test_fit_verifier_reuses_its_collected_candidates_and_fits_a_set_context_ver
     assert "'colours': 'bands'" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert main([*args, "--out", str(tmp_path / "c"), "--plain-greys", "range"]) == 2
     assert "'plain_greys': 'range'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main([*args, "--out", str(tmp_path / "c"), "--aspect", "2"]) == 2  # (frames of other shapes)
+    assert "'aspect': 2.0" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert main([*args, "--out", str(tmp_path / "d"), "--context", "-1"]) == 2
     # a source with a presence verifier, fitted again without one: its presence verifier is left out, none written
     monkeypatch.undo()
