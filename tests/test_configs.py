@@ -23,8 +23,10 @@ def test_config_parses_through_the_cli(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("#"), f"{path} must open with a comment giving the command that runs it"
     assert "grounding " in path.read_text().split("\n\n")[0], f"{path}: the opening comment names the command"
-    base = re.search(r"--config (configs/\S+\.yaml) --config configs/" + re.escape(path.name), path.read_text())
-    configs = (["--config", str(ROOT / base.group(1))] if base else []) + ["--config", str(path)]
+    # an overlay's command names its bases first ("--config A --config B --config it"): parsed on top of all of them
+    chain = re.search(r"((?:--config configs/\S+\.yaml )+)--config configs/" + re.escape(path.name), path.read_text())
+    bases = re.findall(r"--config (configs/\S+\.yaml)", chain.group(1)) if chain else []
+    configs = [a for b in bases for a in ("--config", str(ROOT / b))] + ["--config", str(path)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
         lightning_cli(["fit", *configs, "--print_config"])
