@@ -272,6 +272,13 @@ def band_rgb(colour: str, position: Sequence[float]) -> tuple[int, int, int]:
     return tuple(int(round(255 * c)) for c in rgb)
 
 
+def check_aspect(aspect: float) -> float:
+    """``aspect`` as a float, or ValueError: a frame's longer side over its shorter one must be finite and >= 1."""
+    if not (math.isfinite(aspect) and aspect >= 1.0):
+        raise ValueError(f"aspect must be a finite ratio >= 1 (longer side over shorter side), got {aspect}")
+    return float(aspect)
+
+
 def _check_colouring(colours: str) -> str:
     if colours not in COLOURINGS:
         raise ValueError(f"unknown colouring {colours!r}; expected one of {COLOURINGS}")
@@ -1245,8 +1252,6 @@ class SyntheticGrounding(Dataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
-        if not (math.isfinite(aspect) and aspect >= 1.0):
-            raise ValueError(f"aspect must be a finite ratio >= 1 (longer side over shorter side), got {aspect}")
         if scenes is not None and scenes < 1:
             raise ValueError(f"scenes must be >= 1 or None, got {scenes}")
         if turns_per_sample < 1:
@@ -1270,7 +1275,7 @@ class SyntheticGrounding(Dataset):
         self.phrasing = float(phrasing)
         self.colours = _check_colouring(colours)
         self.plain_greys = check_plain_greys(plain_greys)
-        self.aspect = float(aspect)
+        self.aspect = check_aspect(aspect)
 
     def __len__(self) -> int:
         return self.length
@@ -1300,12 +1305,13 @@ class SyntheticGrounding(Dataset):
         scene_index = index if self.scenes is None else index % self.scenes
         rng = _rng(self.seed, 0, self.split, scene_index)
         tasks = self.tasks_of(scene_index)
+        frame = self.frame_of(scene_index)
         for attempt in range(60):
             # a scene that cannot serve a task (e.g. RES_MULTI needs two objects of a kind) is drawn again,
             # with the most objects after a few failures
             n = None if attempt < 10 else self.max_objects
             scene = render_scene(
-                rng, self.frame_of(scene_index), n, self.min_objects, self.max_objects, self.textures,
+                rng, frame, n, self.min_objects, self.max_objects, self.textures,
                 colours=self.colours, plain_greys=self.plain_greys,
             )
             maker = _TurnMaker(scene, rng)

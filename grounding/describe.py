@@ -138,7 +138,8 @@ def check_by_description(model, processor, images, prompts, regions, answers, ge
         if any(s.phrase is not None for s in ans.parsed.segments):  # a caption: its phrases are described instead
             continue
         text = processor.render_prompt(prompts[a])
-        if not any(len(_words(text) & {w.lower() for w in g}) == 1 for g in groups):
+        words = _words(text)
+        if not any(len(words & {w.lower() for w in g}) == 1 for g in groups):
             continue
         asked[a] = text
         masks = geometries[a].logits_to_original(ans.mask_logits.float()).cpu().numpy()[:, 0] > 0

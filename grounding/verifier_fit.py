@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from data.sample import GroundingSample, GroundRef, Task
-from data.synthetic import COLOURINGS
+from data.synthetic import COLOURINGS, check_aspect
 from data.textures import PLAIN_GREYS
 from data.templates import is_plural, segmentation_answer
 from grounding.losses import presence_scores
@@ -389,8 +389,10 @@ def fit_verifier_main(argv: list[str] | None = None) -> int:
     if args.presence_verifier is not None and args.presence_verifier <= 0:
         print(f"grounding fit-verifier: --presence-verifier must be > 0, got {args.presence_verifier}", file=sys.stderr)
         return 2
-    if not (math.isfinite(args.aspect) and args.aspect >= 1.0):
-        print(f"grounding fit-verifier: --aspect must be a ratio >= 1, got {args.aspect}", file=sys.stderr)
+    try:
+        check_aspect(args.aspect)
+    except ValueError as e:
+        print(f"grounding fit-verifier: --{e}", file=sys.stderr)
         return 2
     if args.context is not None and args.context < 0:
         print(f"grounding fit-verifier: --context must be >= 0, got {args.context}", file=sys.stderr)

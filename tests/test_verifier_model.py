@@ -366,7 +366,7 @@ def test_fit_verifier_refuses_a_folder_without_trained_parts(tmp_path, capsys):
     assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--presence-verifier", "0"]) == 2
     assert "--presence-verifier must be > 0" in capsys.readouterr().err
     assert main(["fit-verifier", "--out", str(tmp_path / "o"), "--aspect", "0.5"]) == 2
-    assert "--aspect must be a ratio >= 1" in capsys.readouterr().err
+    assert "--aspect must be a finite ratio >= 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
